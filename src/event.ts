@@ -1,0 +1,444 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+/**
+ * Events: the CloudEvents 1.0 envelope, event type rules, time-ordered ids,
+ * and the JSON wire format every remote backend shares.
+ *
+ * @module
+ */
+
+import { InvalidEventTypeError, SerializationError } from "./errors.ts";
+
+const EVENT_TYPE = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+const METADATA_KEY = /^[a-z0-9]{1,20}$/;
+const RESERVED_ATTRIBUTES: ReadonlySet<string> = new Set([
+  "specversion",
+  "id",
+  "type",
+  "source",
+  "time",
+  "data",
+  "data_base64",
+  "datacontenttype",
+  "dataschema",
+  "subject",
+]);
+const HEX: readonly string[] = Array.from(
+  { length: 256 },
+  (_, i) => i.toString(16).padStart(2, "0"),
+);
+const RANDOM_POOL_SIZE = 4096;
+
+/**
+ * An event: a CloudEvents 1.0 envelope around `data`.
+ *
+ * @typeParam T The payload type.
+ * @typeParam K The event type name.
+ *
+ * @example Reading an event in a handler
+ * ```ts
+ * import { EventBus, type Event } from "@eventbus/core";
+ * const bus = new EventBus<{ "user.signup": { id: string } }>();
+ * bus.subscribe("user.signup", (event: Event<{ id: string }, "user.signup">) => {
+ *   console.assert(event.specversion === "1.0" && event.data.id === "u1");
+ * });
+ * await bus.emitSync("user.signup", { id: "u1" });
+ * await bus.close();
+ * ```
+ */
+export interface Event<T = unknown, K extends string = string> {
+  /** Always `"1.0"` (CloudEvents 1.0). */
+  readonly specversion: "1.0";
+  /** Unique id; a time-ordered UUID v7 unless given to `emit`. */
+  readonly id: string;
+  /** The event type, such as `"user.signup"`. */
+  readonly type: K;
+  /** The emitting bus's `source` option, default `"eventbus"`. */
+  readonly source: string;
+  /** When the event was created, RFC 3339 in UTC. */
+  readonly time: string;
+  /** The payload. */
+  readonly data: T;
+  /**
+   * String attributes such as `traceparent` or `partitionkey`. Keys are
+   * CloudEvents extension names (`[a-z0-9]{1,20}`), so on the wire each is a
+   * top-level attribute of the structured JSON event.
+   */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** Options of {@linkcode createEvent}. */
+export interface CreateEventOptions {
+  /**
+   * The event id.
+   * @default {a new UUID v7}
+   */
+  id?: string | undefined;
+  /**
+   * The event source.
+   * @default {"eventbus"}
+   */
+  source?: string | undefined;
+  /**
+   * Extension attributes; keys must match `[a-z0-9]{1,20}`.
+   * @default {{}}
+   */
+  metadata?: Record<string, string> | undefined;
+}
+
+/**
+ * Tells whether a value is a valid event type: one or more tokens of
+ * `[A-Za-z0-9_-]` joined by `.`.
+ *
+ * @param type Any value.
+ * @returns `true` when `type` is a valid event type.
+ *
+ * @example
+ * ```ts
+ * import { isValidEventType } from "@eventbus/core";
+ * console.assert(isValidEventType("user.signup"));
+ * console.assert(!isValidEventType("user.*"));
+ * ```
+ */
+export function isValidEventType(type: unknown): type is string {
+  return typeof type === "string" && EVENT_TYPE.test(type);
+}
+
+/**
+ * Throws unless `type` is a valid event type.
+ *
+ * @param type Any value.
+ * @throws {InvalidEventTypeError} When `type` is not a valid event type.
+ *
+ * @example
+ * ```ts
+ * import { assertEventType } from "@eventbus/core";
+ * assertEventType("order.placed");
+ * ```
+ */
+export function assertEventType(type: unknown): asserts type is string {
+  if (!isValidEventType(type)) throw new InvalidEventTypeError(type);
+}
+
+/**
+ * Creates an event envelope. The type is validated; `data` is not copied.
+ *
+ * @typeParam T The payload type.
+ * @typeParam K The event type name.
+ * @param type The event type.
+ * @param data The payload.
+ * @param options Id, source and metadata.
+ * @returns A new event.
+ * @throws {InvalidEventTypeError} When `type` is not a valid event type.
+ * @throws {TypeError} When `id`, `source` or a metadata entry is not valid.
+ *
+ * @example
+ * ```ts
+ * import { createEvent } from "@eventbus/core";
+ * const event = createEvent("user.signup", { id: "u1" }, { metadata: { traceparent: "00-1-2-01" } });
+ * console.assert(event.type === "user.signup" && event.id.length === 36);
+ * ```
+ */
+export function createEvent<T, K extends string>(
+  type: K,
+  data: T,
+  options?: CreateEventOptions,
+): Event<T, K> {
+  assertEventType(type);
+  const id = options?.id ?? uuidv7();
+  if (typeof id !== "string" || id.length === 0) {
+    throw new TypeError(
+      `Cannot create "${type}": id must be a non-empty string, got ${typeof id}`,
+    );
+  }
+  const source = options?.source ?? "eventbus";
+  const metadata = options?.metadata;
+  if (metadata !== undefined) checkMetadata(type, metadata);
+  return {
+    specversion: "1.0",
+    id,
+    type,
+    source,
+    time: now(),
+    data,
+    metadata: metadata === undefined ? EMPTY_METADATA : { ...metadata },
+  };
+}
+
+/**
+ * Returns a new UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, a
+ * 12-bit counter that keeps ids from one process strictly increasing, and 62
+ * random bits from `crypto.getRandomValues`.
+ *
+ * @returns A lowercase UUID string.
+ *
+ * @example
+ * ```ts
+ * import { uuidv7 } from "@eventbus/core";
+ * const a = uuidv7();
+ * const b = uuidv7();
+ * console.assert(a < b && a[14] === "7");
+ * ```
+ */
+export function uuidv7(): string {
+  let ms = Date.now();
+  if (ms > lastMs) {
+    lastMs = ms;
+    counter = randomByte() << 3; // random start in the lower half of 12 bits
+  } else {
+    counter++;
+    if (counter > 0xfff) {
+      lastMs++;
+      counter = 0;
+    }
+    ms = lastMs;
+  }
+  const high = Math.floor(ms / 0x1000000); // top 24 bits of 48
+  const low = ms % 0x1000000; // bottom 24 bits
+  return HEX[(high >>> 16) & 0xff]! + HEX[(high >>> 8) & 0xff]! +
+    HEX[high & 0xff]! + HEX[(low >>> 16) & 0xff]! + "-" +
+    HEX[(low >>> 8) & 0xff]! + HEX[low & 0xff]! + "-" +
+    HEX[0x70 | (counter >>> 8)]! + HEX[counter & 0xff]! + "-" +
+    HEX[0x80 | (randomByte() & 0x3f)]! + HEX[randomByte()]! + "-" +
+    HEX[randomByte()]! + HEX[randomByte()]! + HEX[randomByte()]! +
+    HEX[randomByte()]! + HEX[randomByte()]! + HEX[randomByte()]!;
+}
+
+/**
+ * Throws unless `data` survives `JSON.stringify` then `JSON.parse` unchanged:
+ * only `null`, booleans, finite numbers, strings, arrays without holes or
+ * `undefined`, and plain objects, without cycles. Object properties whose
+ * value is `undefined` are allowed (JSON drops them, and reading them still
+ * gives `undefined`).
+ *
+ * @param data The payload to check.
+ * @param path The name of the root in messages.
+ * @throws {SerializationError} Naming the first offending path, such as
+ *   `data.user.id`.
+ *
+ * @example
+ * ```ts
+ * import { assertJsonSafe, SerializationError } from "@eventbus/core";
+ * assertJsonSafe({ user: { id: "u1", tags: ["a"] } });
+ * try {
+ *   assertJsonSafe({ user: { id: 1n } });
+ * } catch (error) {
+ *   console.assert(error instanceof SerializationError && error.path === "data.user.id");
+ * }
+ * ```
+ */
+export function assertJsonSafe(data: unknown, path = "data"): void {
+  checkJson(data, path, []);
+}
+
+/**
+ * Encodes an event as CloudEvents 1.0 structured JSON: the core attributes,
+ * `datacontenttype: "application/json"`, `data` (left out when `undefined`),
+ * and each metadata entry as a top-level extension attribute.
+ *
+ * @param event The event to encode.
+ * @returns The JSON text.
+ * @throws {SerializationError} When `data` is not JSON-safe.
+ *
+ * @example
+ * ```ts
+ * import { createEvent, decodeEvent, encodeEvent } from "@eventbus/core";
+ * const event = createEvent("user.signup", { id: "u1" });
+ * console.assert(decodeEvent(encodeEvent(event)).id === event.id);
+ * ```
+ */
+export function encodeEvent(event: Event): string {
+  assertJsonSafe(event.data);
+  const wire: Record<string, unknown> = {
+    specversion: "1.0",
+    id: event.id,
+    type: event.type,
+    source: event.source,
+    time: event.time,
+    datacontenttype: "application/json",
+  };
+  for (const key in event.metadata) wire[key] = event.metadata[key];
+  if (event.data !== undefined) wire.data = event.data;
+  return JSON.stringify(wire);
+}
+
+/**
+ * Decodes a CloudEvents 1.0 structured JSON event, as written by
+ * {@linkcode encodeEvent}, and checks its shape.
+ *
+ * @param input JSON text or its UTF-8 bytes.
+ * @returns The event.
+ * @throws {SerializationError} When the input is not JSON or not a valid
+ *   CloudEvents 1.0 event with a valid event type.
+ *
+ * @example
+ * ```ts
+ * import { decodeEvent, SerializationError } from "@eventbus/core";
+ * try {
+ *   decodeEvent("not json");
+ * } catch (error) {
+ *   console.assert(error instanceof SerializationError);
+ * }
+ * ```
+ */
+export function decodeEvent(input: string | Uint8Array): Event {
+  const text = typeof input === "string" ? input : decoder.decode(input);
+  let wire: unknown;
+  try {
+    wire = JSON.parse(text);
+  } catch (error) {
+    throw new SerializationError(
+      `Cannot decode event: the message is not JSON (${
+        text.length > 60 ? `${text.slice(0, 60)}...` : text
+      }), publish events through an EventBus`,
+      { cause: error },
+    );
+  }
+  if (wire === null || typeof wire !== "object" || Array.isArray(wire)) {
+    throw notEvent("the message is not a JSON object");
+  }
+  const w = wire as Record<string, unknown>;
+  if (w.specversion !== "1.0") {
+    throw notEvent(
+      `specversion is ${JSON.stringify(w.specversion)}, not "1.0"`,
+    );
+  }
+  for (const attribute of ["id", "source", "time"] as const) {
+    if (typeof w[attribute] !== "string" || w[attribute] === "") {
+      throw notEvent(`attribute "${attribute}" is missing or not a string`);
+    }
+  }
+  if (!isValidEventType(w.type)) {
+    throw notEvent(`type ${JSON.stringify(w.type)} is not a valid event type`);
+  }
+  const metadata: Record<string, string> = {};
+  for (const key in w) {
+    if (RESERVED_ATTRIBUTES.has(key)) continue;
+    const value = w[key];
+    if (typeof value === "string" && METADATA_KEY.test(key)) {
+      metadata[key] = value;
+    }
+  }
+  return {
+    specversion: "1.0",
+    id: w.id as string,
+    type: w.type,
+    source: w.source as string,
+    time: w.time as string,
+    data: w.data,
+    metadata,
+  };
+}
+
+const EMPTY_METADATA: Readonly<Record<string, string>> = Object.freeze({});
+const decoder = new TextDecoder();
+const randomPool = new Uint8Array(RANDOM_POOL_SIZE);
+let randomIndex = RANDOM_POOL_SIZE;
+let lastMs = 0;
+let counter = 0;
+let lastTimeMs = -1;
+let lastTime = "";
+
+function randomByte(): number {
+  if (randomIndex === RANDOM_POOL_SIZE) {
+    crypto.getRandomValues(randomPool);
+    randomIndex = 0;
+  }
+  return randomPool[randomIndex++]!;
+}
+
+function now(): string {
+  const ms = Date.now();
+  if (ms !== lastTimeMs) {
+    lastTimeMs = ms;
+    lastTime = new Date(ms).toISOString();
+  }
+  return lastTime;
+}
+
+function checkMetadata(type: string, metadata: Record<string, string>): void {
+  if (metadata === null || typeof metadata !== "object") {
+    throw new TypeError(
+      `Cannot create "${type}": metadata must be an object of strings`,
+    );
+  }
+  for (const key in metadata) {
+    if (!METADATA_KEY.test(key) || RESERVED_ATTRIBUTES.has(key)) {
+      throw new TypeError(
+        `Cannot create "${type}": metadata key ${
+          JSON.stringify(key)
+        } is not a CloudEvents extension name, use 1 to 20 characters of [a-z0-9] that are not a core attribute`,
+      );
+    }
+    if (typeof metadata[key] !== "string") {
+      throw new TypeError(
+        `Cannot create "${type}": metadata "${key}" must be a string, got ${typeof metadata[
+          key
+        ]}`,
+      );
+    }
+  }
+}
+
+function checkJson(value: unknown, path: string, stack: object[]): void {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return;
+    case "number":
+      if (!Number.isFinite(value)) {
+        throw unsafe(path, `the number ${value} is not finite`);
+      }
+      return;
+    case "undefined":
+      if (stack.length === 0) return; // top-level undefined: no data
+      throw unsafe(path, "undefined in an array becomes null");
+    case "bigint":
+      throw unsafe(path, "a bigint has no JSON form, send it as a string");
+    case "function":
+      throw unsafe(path, "a function has no JSON form");
+    case "symbol":
+      throw unsafe(path, "a symbol has no JSON form");
+  }
+  if (value === null) return;
+  const object = value as object;
+  if (stack.includes(object)) throw unsafe(path, "the value has a cycle");
+  stack.push(object);
+  if (Array.isArray(object)) {
+    for (let i = 0; i < object.length; i++) {
+      if (!(i in object)) {
+        throw unsafe(`${path}[${i}]`, "arrays with holes become null");
+      }
+      checkJson(object[i], `${path}[${i}]`, stack);
+    }
+  } else {
+    const proto = Object.getPrototypeOf(object);
+    if (proto !== Object.prototype && proto !== null) {
+      const name = (object as { constructor?: { name?: string } }).constructor
+        ?.name ?? "object";
+      throw unsafe(
+        path,
+        `a ${name} is not a plain object, convert it (a Date to an ISO string, a Map to an object)`,
+      );
+    }
+    const record = object as Record<string, unknown>;
+    for (const key in record) {
+      const item = record[key];
+      if (item === undefined) continue;
+      checkJson(item, `${path}.${key}`, stack);
+    }
+  }
+  stack.pop();
+}
+
+function unsafe(path: string, detail: string): SerializationError {
+  return new SerializationError(
+    `Cannot serialize the payload at ${path}: ${detail}`,
+    { path },
+  );
+}
+
+function notEvent(detail: string): SerializationError {
+  return new SerializationError(
+    `Cannot decode event: ${detail}, publish events through an EventBus`,
+  );
+}

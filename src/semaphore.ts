@@ -1,0 +1,156 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+/**
+ * A counting semaphore with FIFO waiters, abortable acquisition and
+ * disposable permits.
+ *
+ * @module
+ */
+
+/**
+ * A permit from a {@linkcode Semaphore}. Releasing it twice is harmless.
+ *
+ * @example
+ * ```ts
+ * import { Semaphore } from "@eventbus/core";
+ * const semaphore = new Semaphore(1);
+ * {
+ *   using _permit = await semaphore.acquire();
+ *   console.assert(semaphore.available === 0);
+ * }
+ * console.assert(semaphore.available === 1);
+ * ```
+ */
+export interface Permit extends Disposable {
+  /** Gives the permit back (to the longest waiter, if any). */
+  release(): void;
+}
+
+/** Options of {@linkcode Semaphore.acquire}. */
+export interface AcquireOptions {
+  /** Stops waiting; the promise rejects with the signal's reason. */
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * A counting semaphore: at most `permits` holders at once, the rest wait in
+ * FIFO order. An aborted wait leaves no waiter and no permit behind.
+ *
+ * @example Limiting concurrency
+ * ```ts
+ * import { Semaphore } from "@eventbus/core";
+ * const semaphore = new Semaphore(2);
+ * let running = 0;
+ * let peak = 0;
+ * await Promise.all([1, 2, 3, 4].map(async () => {
+ *   using _permit = await semaphore.acquire();
+ *   peak = Math.max(peak, ++running);
+ *   await new Promise((resolve) => setTimeout(resolve, 1));
+ *   running--;
+ * }));
+ * console.assert(peak === 2);
+ * ```
+ */
+export class Semaphore {
+  #available: number;
+  #waiters: Waiter[] = [];
+  #head = 0;
+  #size: number;
+
+  /**
+   * @param permits How many holders may hold a permit at once, at least 1.
+   * @throws {RangeError} When `permits` is not a positive integer.
+   */
+  constructor(permits: number) {
+    if (!Number.isInteger(permits) || permits < 1) {
+      throw new RangeError(
+        `Cannot create semaphore: permits must be an integer of at least 1, got ${permits}`,
+      );
+    }
+    this.#available = permits;
+    this.#size = permits;
+  }
+
+  /** How many permits the semaphore was created with. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** How many permits are free now. */
+  get available(): number {
+    return this.#available;
+  }
+
+  /** How many callers wait for a permit. */
+  get waiting(): number {
+    return this.#waiters.length - this.#head;
+  }
+
+  /**
+   * Takes a permit if one is free, without waiting.
+   *
+   * @returns A permit, or `undefined` when none is free or others wait.
+   */
+  tryAcquire(): Permit | undefined {
+    if (this.#available === 0 || this.waiting > 0) return undefined;
+    this.#available--;
+    return this.#permit();
+  }
+
+  /**
+   * Waits for a permit, first come first served.
+   *
+   * @param options The signal that stops waiting.
+   * @returns The permit, once free.
+   * @throws The signal's reason when it aborts first.
+   */
+  acquire(options?: AcquireOptions): Promise<Permit> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const permit = this.tryAcquire();
+    if (permit !== undefined) return Promise.resolve(permit);
+    return new Promise<Permit>((resolve, reject) => {
+      const onAbort = (): void => {
+        const index = this.#waiters.indexOf(waiter, this.#head);
+        if (index !== -1) this.#waiters.splice(index, 1);
+        reject(signal!.reason);
+      };
+      const waiter: Waiter = { resolve, signal, onAbort };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #permit(): Permit {
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.#release();
+    };
+    return { release, [Symbol.dispose]: release };
+  }
+
+  #release(): void {
+    if (this.#head < this.#waiters.length) {
+      const waiter = this.#waiters[this.#head]!;
+      this.#waiters[this.#head++] = undefined as unknown as Waiter;
+      if (this.#head === this.#waiters.length) {
+        this.#waiters = [];
+        this.#head = 0;
+      } else if (this.#head > 1024 && this.#head * 2 > this.#waiters.length) {
+        this.#waiters = this.#waiters.slice(this.#head);
+        this.#head = 0;
+      }
+      waiter.signal?.removeEventListener("abort", waiter.onAbort);
+      waiter.resolve(this.#permit());
+      return;
+    }
+    this.#available++;
+  }
+}
+
+interface Waiter {
+  resolve: (permit: Permit) => void;
+  signal: AbortSignal | undefined;
+  onAbort: () => void;
+}
