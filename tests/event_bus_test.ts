@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  DeadLetterError,
+  type DeadLetterError,
   type Event,
   EventBus,
   EventBusClosedError,

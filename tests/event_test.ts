@@ -68,9 +68,8 @@ test("createEvent() rejects an invalid type, an empty id and bad metadata keys",
     () => createEvent("a", 1, { metadata: { id: "x" } }),
     TypeError,
   );
-  // deno-lint-ignore no-explicit-any
   assert.throws(
-    () => createEvent("a", 1, { metadata: { n: 1 as any } }),
+    () => createEvent("a", 1, { metadata: { n: 1 as unknown as string } }),
     TypeError,
   );
 });
