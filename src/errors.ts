@@ -28,6 +28,8 @@ export class InvalidEventTypeError extends Error {
   readonly eventType: unknown;
 
   /**
+   * Creates the error for a rejected event type.
+   *
    * @param eventType The rejected value.
    * @param options Standard error options.
    */
@@ -59,6 +61,8 @@ export class SerializationError extends Error {
   readonly path: string | undefined;
 
   /**
+   * Creates the error with a message that says what failed and where.
+   *
    * @param message What failed, where, and what to do.
    * @param options Standard error options plus `path`.
    */
@@ -86,6 +90,8 @@ export class QueueFullError extends Error {
   readonly queueSize: number;
 
   /**
+   * Creates the error for an event refused by a full queue.
+   *
    * @param eventType The type of the refused event.
    * @param queueSize The queue's capacity.
    * @param options Standard error options.
@@ -119,6 +125,8 @@ export class EventBusClosedError extends Error {
   readonly eventType: string | undefined;
 
   /**
+   * Creates the error for a closed bus or backend.
+   *
    * @param eventType The type of the refused event, if any.
    * @param options Standard error options.
    */
@@ -156,6 +164,8 @@ export class HandlerError extends AggregateError {
   readonly event: Event;
 
   /**
+   * Creates the error holding every handler failure.
+   *
    * @param event The event the handlers failed on.
    * @param errors Every failure, in subscription order.
    * @param options Standard error options.
@@ -193,6 +203,8 @@ export class HandlerTimeoutError extends Error {
   readonly timeout: number;
 
   /**
+   * Creates the error for a try that outlived its timeout.
+   *
    * @param eventType The type of the event being handled.
    * @param handler The handler's name.
    * @param timeout The timeout that expired, in milliseconds.
@@ -248,6 +260,8 @@ export class DeadLetterError extends Error {
   readonly attempts: number;
 
   /**
+   * Creates the error for a delivery that was given up.
+   *
    * @param event The event that could not be handled.
    * @param handler The handler's name.
    * @param attempts How many tries were made.
@@ -291,6 +305,8 @@ export class BackendError extends Error {
   readonly backend: string;
 
   /**
+   * Creates the error for a failed backend.
+   *
    * @param backend The backend's `name`.
    * @param message What failed, the state, and what to do.
    * @param options Standard error options; `cause` is the client's error.

@@ -235,6 +235,9 @@ export class EventBus<M extends EventMap = EventMap>
   };
 
   /**
+   * Creates a bus; without a `backend` it runs async handlers on a new
+   * {@linkcode WorkerPool}.
+   *
    * @param options Backend, source, logger, timeout, retry and `onError`.
    * @throws {RangeError} When `handlerTimeout` or `retry` is out of range.
    */

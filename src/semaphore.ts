@@ -57,6 +57,8 @@ export class Semaphore {
   #size: number;
 
   /**
+   * Creates a semaphore with all its permits free.
+   *
    * @param permits How many holders may hold a permit at once, at least 1.
    * @throws {RangeError} When `permits` is not a positive integer.
    */

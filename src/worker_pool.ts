@@ -85,6 +85,8 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   #closing: Promise<CloseReport> | undefined;
 
   /**
+   * Creates an empty pool: no handler runs until events are published.
+   *
    * @param options Workers, queue size and overflow mode.
    * @throws {RangeError} When `workers` or `queueSize` is not a positive
    *   integer, or `overflow` is not `"wait"` or `"reject"`.
