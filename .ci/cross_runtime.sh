@@ -54,7 +54,9 @@ jsr_check() {
   jsr_n=$((jsr_n + 1))
   local log="$out/jsr-$jsr_n.log"
   last_log=$log
-  if timeout --kill-after=10 300 "$@" >"$log" 2>&1; then
+  local run=(timeout --kill-after=10 300)
+  [ "$(type -t "$1")" = function ] && run=()
+  if "${run[@]}" "$@" >"$log" 2>&1; then
     echo "ok   $name"; jsr_passed=$((jsr_passed + 1))
   else
     echo "FAIL $name"; tail -n 40 "$log" | sed 's/^/       /'
