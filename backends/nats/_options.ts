@@ -1,0 +1,119 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+// Defaults and checks of JetStreamBackendOptions.
+
+import type { JetStreamBackendOptions } from "./options.ts";
+
+/** Every option with its default, after checks. */
+export interface ResolvedOptions {
+  readonly stream: string;
+  readonly deadLetterStream: string;
+  readonly subjectPrefix: string;
+  readonly publishTimeout: number;
+  readonly ackWait: number;
+  readonly ordered: boolean;
+  readonly replicas: number;
+  readonly concurrency: number;
+  readonly duplicateWindow: number;
+  readonly maxAge: number;
+  readonly maxBytes: number;
+  readonly maxMessages: number;
+  readonly connectTimeout: number;
+}
+
+const STREAM_NAME = /^[A-Za-z0-9_-]{1,200}$/;
+const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+/**
+ * Fills in defaults and checks every option.
+ *
+ * @param options The user's options.
+ * @returns Every option with its value.
+ * @throws {RangeError} When a value is out of range.
+ */
+export function resolveOptions(
+  options: JetStreamBackendOptions = {},
+): ResolvedOptions {
+  const {
+    stream = "EVENTS",
+    subjectPrefix = "events",
+    publishTimeout = 30_000,
+    ackWait = 30_000,
+    ordered = false,
+    replicas = 1,
+    concurrency = 10,
+    duplicateWindow = 120_000,
+    maxAge = 0,
+    maxBytes = -1,
+    maxMessages = -1,
+    connectTimeout = 0,
+  } = options;
+  if (typeof stream !== "string" || !STREAM_NAME.test(stream)) {
+    throw new RangeError(
+      `Cannot create JetStream backend: stream must be 1 to 200 characters of [A-Za-z0-9_-], got ${
+        JSON.stringify(stream)
+      }`,
+    );
+  }
+  const deadLetterStream = `${stream}_DLQ`;
+  if (
+    typeof subjectPrefix !== "string" || !SUBJECT_PREFIX.test(subjectPrefix)
+  ) {
+    throw new RangeError(
+      `Cannot create JetStream backend: subjectPrefix must be tokens of [A-Za-z0-9_-] joined by ".", got ${
+        JSON.stringify(subjectPrefix)
+      }`,
+    );
+  }
+  if (
+    subjectPrefix === deadLetterStream ||
+    subjectPrefix.startsWith(`${deadLetterStream}.`)
+  ) {
+    throw new RangeError(
+      `Cannot create JetStream backend: subjectPrefix "${subjectPrefix}" overlaps the dead-letter subjects "${deadLetterStream}.>", choose another prefix`,
+    );
+  }
+  positive("publishTimeout", publishTimeout, 1);
+  positive("ackWait", ackWait, 100);
+  positive("duplicateWindow", duplicateWindow, 100);
+  positive("connectTimeout", connectTimeout, 0);
+  positive("maxAge", maxAge, 0);
+  integer("replicas", replicas, 1, 5);
+  integer("concurrency", concurrency, 1, 10_000);
+  if (maxBytes !== -1) {
+    integer("maxBytes", maxBytes, 1, Number.MAX_SAFE_INTEGER);
+  }
+  if (maxMessages !== -1) {
+    integer("maxMessages", maxMessages, 1, Number.MAX_SAFE_INTEGER);
+  }
+  return {
+    stream,
+    deadLetterStream,
+    subjectPrefix,
+    publishTimeout,
+    ackWait,
+    ordered: ordered === true,
+    replicas,
+    concurrency: ordered === true ? 1 : concurrency,
+    duplicateWindow,
+    maxAge,
+    maxBytes,
+    maxMessages,
+    connectTimeout,
+  };
+}
+
+function positive(name: string, value: number, min: number): void {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
+    throw new RangeError(
+      `Cannot create JetStream backend: ${name} must be a finite number of at least ${min} (ms), got ${value}`,
+    );
+  }
+}
+
+function integer(name: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(
+      `Cannot create JetStream backend: ${name} must be an integer from ${min} to ${max}, got ${value}`,
+    );
+  }
+}

@@ -1,0 +1,49 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+// The conformance suite on JetStreamBackend against the shared NATS on
+// 127.0.0.1:4222; each world gets its own stream and subjects, deleted after.
+
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { JetStreamBackend } from "../../backends/nats/mod.ts";
+import { reachable } from "../_brokers.ts";
+import { runConformance } from "./suite.ts";
+
+const SERVER = "127.0.0.1:4222";
+
+await runConformance({
+  name: "JetStreamBackend",
+  unavailable: async () =>
+    await reachable("127.0.0.1", 4222)
+      ? undefined
+      : `no NATS server on ${SERVER}`,
+  open() {
+    const id = crypto.randomUUID().slice(0, 8);
+    const stream = `CONF_${id}`;
+    const subjectPrefix = `conf_${id}`;
+    const backends: JetStreamBackend[] = [];
+    return Promise.resolve({
+      async backend() {
+        const backend = await JetStreamBackend.connect({ servers: SERVER }, {
+          stream,
+          subjectPrefix,
+          publishTimeout: 10_000,
+        });
+        backends.push(backend);
+        return backend;
+      },
+      async [Symbol.asyncDispose]() {
+        await Promise.all(backends.map((b) => b.close({ timeout: 1000 })));
+        const nc = await connect({ servers: SERVER });
+        try {
+          const jsm = await jetstreamManager(nc);
+          for (const name of [stream, `${stream}_DLQ`]) {
+            await jsm.streams.delete(name).catch(() => false);
+          }
+        } finally {
+          await nc.close();
+        }
+      },
+    });
+  },
+  features: { durable: true },
+});
