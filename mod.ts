@@ -4,7 +4,7 @@
  * typed events, sync handlers run inline, async handlers on an in-process
  * worker pool, or on NATS JetStream (`@eventbus/core/nats`) across machines.
  *
- * @example
+ * @example A sync gate and an async handler
  * ```ts
  * import { EventBus } from "@eventbus/core";
  *

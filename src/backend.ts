@@ -91,13 +91,34 @@ export interface AsyncBackend {
   readonly queued?: number;
 }
 
-/** Options of {@linkcode AsyncBackend.publish}. */
+/**
+ * Options of {@linkcode AsyncBackend.publish}.
+ *
+ * @example Stopping a publish that waits for room
+ * ```ts
+ * import { createEvent, WorkerPool } from "@eventbus/core";
+ * const pool = new WorkerPool();
+ * const controller = new AbortController();
+ * await pool.publish(createEvent("job.run", {}), { signal: controller.signal });
+ * await pool.close();
+ * ```
+ */
 export interface PublishOptions {
   /** Stops waiting (for room in a queue, for a broker); rejects with its reason. */
   signal?: AbortSignal | undefined;
 }
 
-/** Options of `close()` on a bus or a backend. */
+/**
+ * Options of `close()` on a bus or a backend.
+ *
+ * @example Giving deliveries five seconds to finish
+ * ```ts
+ * import { EventBus } from "@eventbus/core";
+ * const bus = new EventBus();
+ * const report = await bus.close({ timeout: 5000 });
+ * console.assert(report.abandoned.length === 0);
+ * ```
+ */
 export interface CloseOptions {
   /**
    * How long running and queued deliveries may take to finish, in ms.
@@ -108,7 +129,20 @@ export interface CloseOptions {
   signal?: AbortSignal | undefined;
 }
 
-/** What `close()` reports. */
+/**
+ * What `close()` reports.
+ *
+ * @example Logging what close() left unfinished
+ * ```ts
+ * import { type CloseReport, EventBus } from "@eventbus/core";
+ * const bus = new EventBus();
+ * bus.subscribe("job.run", () => {}, { async: true, name: "runner" });
+ * await bus.emit("job.run", {});
+ * const report: CloseReport = await bus.close();
+ * for (const event of report.abandoned) console.error(`unfinished: ${event.id}`);
+ * console.assert(report.completed === 1);
+ * ```
+ */
 export interface CloseReport {
   /** Deliveries that completed (for a bus: `stats().completed` at close). */
   completed: number;
@@ -119,7 +153,20 @@ export interface CloseReport {
   abandoned: Event[];
 }
 
-/** One try of one event for one async handler. */
+/**
+ * One try of one event for one async handler.
+ *
+ * @example A first try, as a backend hands it to the bus
+ * ```ts
+ * import { createEvent, type Delivery } from "@eventbus/core";
+ * const delivery: Delivery = {
+ *   event: createEvent("job.run", {}),
+ *   handler: "runner",
+ *   attempt: 1,
+ * };
+ * console.assert(delivery.attempt === 1);
+ * ```
+ */
 export interface Delivery {
   /** The event. */
   readonly event: Event;
@@ -139,6 +186,24 @@ export interface Delivery {
  *   then acknowledge (the bus already told `onError`);
  * - `abandoned`: the try was cut short by `delivery.signal`; leave the event
  *   where a broker redelivers it, or report it abandoned.
+ *
+ * @example Mapping a result to a broker action
+ * ```ts
+ * import type { DeliveryResult } from "@eventbus/core";
+ * function action(result: DeliveryResult): string {
+ *   switch (result.status) {
+ *     case "completed":
+ *       return "ack";
+ *     case "retry":
+ *       return `redeliver in ${result.delay} ms`;
+ *     case "dead-letter":
+ *       return "copy to the dead letters, then ack";
+ *     case "abandoned":
+ *       return "leave for redelivery";
+ *   }
+ * }
+ * console.assert(action({ status: "completed" }) === "ack");
+ * ```
  */
 export type DeliveryResult =
   | { readonly status: "completed" }
@@ -153,10 +218,46 @@ export type DeliveryResult =
 /**
  * Runs one try of a delivery: the handler with its timeout and signal.
  * Resolves with what the backend must do next; never rejects.
+ *
+ * @example Driving a worker pool by hand
+ * ```ts
+ * import { createEvent, type Deliver, WorkerPool } from "@eventbus/core";
+ * const pool = new WorkerPool();
+ * const seen: string[] = [];
+ * const deliver: Deliver = (delivery) => {
+ *   seen.push(delivery.event.type);
+ *   return Promise.resolve({ status: "completed" });
+ * };
+ * await pool.consume(deliver, {
+ *   consumers: [{ name: "runner", type: "job.run", attempts: 1 }],
+ * });
+ * await pool.publish(createEvent("job.run", {}));
+ * const report = await pool.close();
+ * console.assert(report.completed === 1 && seen[0] === "job.run");
+ * ```
  */
 export type Deliver = (delivery: Delivery) => Promise<DeliveryResult>;
 
-/** One async handler a backend consumes for. */
+/**
+ * One async handler a backend consumes for.
+ *
+ * @example The consumer listen() attaches for an async handler
+ * ```ts
+ * import { EventBus } from "@eventbus/core";
+ * import { RecordingBackend } from "@eventbus/core/testing";
+ * const backend = new RecordingBackend();
+ * const bus = new EventBus({ backend });
+ * bus.subscribe("job.run", () => {}, {
+ *   async: true,
+ *   name: "runner",
+ *   retry: { attempts: 5 },
+ * });
+ * await bus.listen();
+ * const [spec] = backend.consumers;
+ * console.assert(spec?.name === "runner" && spec.attempts === 5);
+ * await bus.close();
+ * ```
+ */
 export interface ConsumerSpec {
   /** The handler's stable name: the durable consumer or group name on brokers. */
   readonly name: string;
@@ -168,7 +269,29 @@ export interface ConsumerSpec {
   readonly timeout?: number | undefined;
 }
 
-/** Options of {@linkcode AsyncBackend.consume}. */
+/**
+ * Options of {@linkcode AsyncBackend.consume}.
+ *
+ * @example Detaching consumers with a signal
+ * ```ts
+ * import { createEvent, WorkerPool } from "@eventbus/core";
+ * const pool = new WorkerPool();
+ * const controller = new AbortController();
+ * let runs = 0;
+ * await pool.consume(() => {
+ *   runs++;
+ *   return Promise.resolve({ status: "completed" });
+ * }, {
+ *   consumers: [{ name: "runner", type: "job.run", attempts: 1 }],
+ *   signal: controller.signal,
+ *   logger: console,
+ * });
+ * controller.abort();
+ * await pool.publish(createEvent("job.run", {})); // nobody consumes it now
+ * await pool.close();
+ * console.assert(runs === 0);
+ * ```
+ */
 export interface ConsumeOptions {
   /** The consumers to attach. */
   readonly consumers: readonly ConsumerSpec[];
@@ -181,7 +304,7 @@ export interface ConsumeOptions {
 /**
  * A structured logger; `console` fits.
  *
- * @example
+ * @example Logging to the console
  * ```ts
  * import { EventBus, type Logger } from "@eventbus/core";
  * const logger: Logger = console;

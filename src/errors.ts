@@ -76,7 +76,7 @@ export class SerializationError extends Error {
 /**
  * The worker pool's queue is full and its overflow mode is `"reject"`.
  *
- * @example
+ * @example Reading the queue size from the error
  * ```ts
  * import { QueueFullError } from "@eventbus/core";
  * const error = new QueueFullError("user.signup", 1000);
@@ -110,7 +110,7 @@ export class QueueFullError extends Error {
 /**
  * The bus (or its backend) was closed, so it takes no more events.
  *
- * @example
+ * @example Emitting after close()
  * ```ts
  * import { EventBus, EventBusClosedError } from "@eventbus/core";
  * const bus = new EventBus();
@@ -146,7 +146,7 @@ export class EventBusClosedError extends Error {
  * One or more handlers failed while the caller waited (`emit`'s sync handlers
  * or `emitSync`). `errors` holds every failure, in subscription order.
  *
- * @example
+ * @example Collecting every failed handler
  * ```ts
  * import { EventBus, HandlerError } from "@eventbus/core";
  * const bus = new EventBus();
@@ -187,7 +187,7 @@ export class HandlerError extends AggregateError {
  * A handler try outlived its timeout. Its `ctx.signal` is aborted with this
  * error, and the try counts as failed even if the handler settles later.
  *
- * @example
+ * @example Reading the timeout that expired
  * ```ts
  * import { HandlerTimeoutError } from "@eventbus/core";
  * const error = new HandlerTimeoutError("user.signup", "send-mail", 5000);
@@ -232,7 +232,7 @@ export class HandlerTimeoutError extends Error {
  * `cause` is the last try's error. Passed to `onError`; on brokers a copy of
  * the event goes to the dead-letter stream, queue or topic.
  *
- * @example
+ * @example Receiving dead letters in onError
  * ```ts
  * import { DeadLetterError, EventBus } from "@eventbus/core";
  * const { promise, resolve } = Promise.withResolvers<DeadLetterError>();
@@ -293,7 +293,7 @@ export class DeadLetterError extends Error {
  * or the configuration conflicts with what exists. `cause` keeps the
  * client's own error.
  *
- * @example
+ * @example Telling which backend failed
  * ```ts
  * import { BackendError } from "@eventbus/core";
  * const error = new BackendError("nats-jetstream", "Cannot publish \"a\": no ack");
@@ -325,7 +325,7 @@ export class BackendError extends Error {
  * @returns `Name: message` for errors, a quoted string for strings, and
  *   `String(value)` otherwise.
  *
- * @example
+ * @example Describing any thrown value
  * ```ts
  * import { describeError } from "@eventbus/core";
  * console.assert(describeError(new TypeError("x")) === "TypeError: x");

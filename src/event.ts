@@ -66,7 +66,19 @@ export interface Event<T = unknown, K extends string = string> {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
-/** Options of {@linkcode createEvent}. */
+/**
+ * Options of {@linkcode createEvent}.
+ *
+ * @example Creating an event with a fixed id and source
+ * ```ts
+ * import { createEvent } from "@eventbus/core";
+ * const event = createEvent("user.signup", { id: "u1" }, {
+ *   id: "signup-u1",
+ *   source: "accounts",
+ * });
+ * console.assert(event.id === "signup-u1" && event.source === "accounts");
+ * ```
+ */
 export interface CreateEventOptions {
   /**
    * The event id.
@@ -92,7 +104,7 @@ export interface CreateEventOptions {
  * @param type Any value.
  * @returns `true` when `type` is a valid event type.
  *
- * @example
+ * @example Checking event types
  * ```ts
  * import { isValidEventType } from "@eventbus/core";
  * console.assert(isValidEventType("user.signup"));
@@ -109,7 +121,7 @@ export function isValidEventType(type: unknown): type is string {
  * @param type Any value.
  * @throws {InvalidEventTypeError} When `type` is not a valid event type.
  *
- * @example
+ * @example Validating an event type
  * ```ts
  * import { assertEventType } from "@eventbus/core";
  * assertEventType("order.placed");
@@ -131,7 +143,7 @@ export function assertEventType(type: unknown): asserts type is string {
  * @throws {InvalidEventTypeError} When `type` is not a valid event type.
  * @throws {TypeError} When `id`, `source` or a metadata entry is not valid.
  *
- * @example
+ * @example Creating an event with metadata
  * ```ts
  * import { createEvent } from "@eventbus/core";
  * const event = createEvent("user.signup", { id: "u1" }, { metadata: { traceparent: "00-1-2-01" } });
@@ -171,7 +183,7 @@ export function createEvent<T, K extends string>(
  *
  * @returns A lowercase UUID string.
  *
- * @example
+ * @example Time-ordered ids
  * ```ts
  * import { uuidv7 } from "@eventbus/core";
  * const a = uuidv7();
@@ -215,7 +227,7 @@ export function uuidv7(): string {
  * @throws {SerializationError} Naming the first offending path, such as
  *   `data.user.id`.
  *
- * @example
+ * @example Checking a payload before it crosses the wire
  * ```ts
  * import { assertJsonSafe, SerializationError } from "@eventbus/core";
  * assertJsonSafe({ user: { id: "u1", tags: ["a"] } });
@@ -239,7 +251,7 @@ export function assertJsonSafe(data: unknown, path = "data"): void {
  * @returns The JSON text.
  * @throws {SerializationError} When `data` is not JSON-safe.
  *
- * @example
+ * @example Round-tripping an event through JSON
  * ```ts
  * import { createEvent, decodeEvent, encodeEvent } from "@eventbus/core";
  * const event = createEvent("user.signup", { id: "u1" });
@@ -270,7 +282,7 @@ export function encodeEvent(event: Event): string {
  * @throws {SerializationError} When the input is not JSON or not a valid
  *   CloudEvents 1.0 event with a valid event type.
  *
- * @example
+ * @example Rejecting a message that is not an event
  * ```ts
  * import { decodeEvent, SerializationError } from "@eventbus/core";
  * try {

@@ -37,7 +37,7 @@ const COMPLETED: DeliveryResult = Object.freeze({ status: "completed" });
  * A map from event type to payload type. Use a type alias, not an interface:
  * an interface does not satisfy `Record<string, unknown>`.
  *
- * @example
+ * @example Declaring the events of an application
  * ```ts
  * import { EventBus } from "@eventbus/core";
  * type AppEvents = { "user.signup": { id: string }; "cache.cleared": undefined };
@@ -54,13 +54,46 @@ export type EventMap = Record<string, unknown>;
  *
  * @typeParam T The payload type.
  * @typeParam K The event type name.
+ *
+ * @example A typed handler kept in a variable
+ * ```ts
+ * import { EventBus, type Handler } from "@eventbus/core";
+ * type Events = { "user.signup": { email: string } };
+ * const welcome: Handler<Events["user.signup"], "user.signup"> = (event, ctx) => {
+ *   ctx.signal.throwIfAborted(); // pass ctx.signal to the mailer's I/O
+ *   console.assert(event.data.email.includes("@"));
+ * };
+ * const bus = new EventBus<Events>();
+ * bus.subscribe("user.signup", welcome, { async: true, name: "welcome" });
+ * await bus.emit("user.signup", { email: "ada@example.com" });
+ * await bus.close();
+ * ```
  */
 export type Handler<T, K extends string> = (
   event: Event<T, K>,
   ctx: HandlerContext,
 ) => void | Promise<void>;
 
-/** What a handler gets beside the event. */
+/**
+ * What a handler gets beside the event.
+ *
+ * @example Reading the attempt and honouring the signal
+ * ```ts
+ * import { EventBus } from "@eventbus/core";
+ * const bus = new EventBus({
+ *   logger: { debug() {}, info() {}, warn() {}, error: console.error },
+ * });
+ * const attempts: number[] = [];
+ * bus.subscribe("job.run", (_event, ctx) => {
+ *   attempts.push(ctx.attempt);
+ *   if (ctx.attempt === 1) throw new Error("transient");
+ *   ctx.signal.throwIfAborted(); // pass ctx.signal to fetch() and other I/O
+ * }, { async: true, name: "runner", retry: { attempts: 2, backoff: { initial: 1 } } });
+ * await bus.emit("job.run", {});
+ * await bus.close();
+ * console.assert(attempts.join() === "1,2");
+ * ```
+ */
 export interface HandlerContext {
   /** Aborted on timeout (with `HandlerTimeoutError`) or at the close deadline. */
   readonly signal: AbortSignal;
@@ -68,7 +101,23 @@ export interface HandlerContext {
   readonly attempt: number;
 }
 
-/** Options of {@linkcode EventBus}. */
+/**
+ * Options of {@linkcode EventBus}.
+ *
+ * @example A bus with its own pool, logger, timeout, retries and onError
+ * ```ts
+ * import { EventBus, WorkerPool } from "@eventbus/core";
+ * const bus = new EventBus({
+ *   backend: new WorkerPool({ workers: 4 }),
+ *   source: "billing",
+ *   logger: console,
+ *   handlerTimeout: 10_000,
+ *   retry: { attempts: 5, backoff: { initial: 200 } },
+ *   onError: (error, event) => console.error(`gave up on ${event.id}: ${error.message}`),
+ * });
+ * await bus.close();
+ * ```
+ */
 export interface EventBusOptions {
   /**
    * Where async handlers' events go.
@@ -102,7 +151,28 @@ export interface EventBusOptions {
   onError?: (error: HandlerError | DeadLetterError, event: Event) => void;
 }
 
-/** Options of {@linkcode EventBus.subscribe}. */
+/**
+ * Options of {@linkcode EventBus.subscribe}.
+ *
+ * @example An async handler with a name, a timeout and a retry policy
+ * ```ts
+ * import { EventBus } from "@eventbus/core";
+ * const bus = new EventBus<{ "image.uploaded": { url: string } }>();
+ * const controller = new AbortController();
+ * bus.subscribe("image.uploaded", (event, { signal }) => {
+ *   signal.throwIfAborted(); // resize event.data.url, passing signal on
+ *   console.assert(event.data.url.length > 0);
+ * }, {
+ *   async: true,
+ *   name: "thumbnailer",
+ *   timeout: 30_000,
+ *   retry: { attempts: 5, backoff: { initial: 500, max: 60_000 } },
+ *   signal: controller.signal,
+ * });
+ * controller.abort(); // unsubscribes
+ * await bus.close();
+ * ```
+ */
 export interface SubscribeOptions {
   /**
    * Run on the async backend instead of inline.
@@ -132,7 +202,7 @@ export interface SubscribeOptions {
 /**
  * A subscription; `using` it unsubscribes at the end of the scope.
  *
- * @example
+ * @example Unsubscribing at the end of a scope
  * ```ts
  * import { EventBus } from "@eventbus/core";
  * const bus = new EventBus();
@@ -147,7 +217,23 @@ export interface Subscription extends Disposable {
   unsubscribe(): void;
 }
 
-/** Options of {@linkcode EventBus.emit} and {@linkcode EventBus.emitSync}. */
+/**
+ * Options of {@linkcode EventBus.emit} and {@linkcode EventBus.emitSync}.
+ *
+ * @example Emitting with an id, metadata and a signal
+ * ```ts
+ * import { EventBus } from "@eventbus/core";
+ * const bus = new EventBus<{ "order.placed": { total: number } }>();
+ * const controller = new AbortController(); // abort to stop waiting for room
+ * const event = await bus.emit("order.placed", { total: 3 }, {
+ *   id: "order-42",
+ *   metadata: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+ *   signal: controller.signal,
+ * });
+ * console.assert(event.id === "order-42");
+ * await bus.close();
+ * ```
+ */
 export interface EmitOptions {
   /**
    * The event id; emitting the same id twice to a broker delivers it once
@@ -161,13 +247,40 @@ export interface EmitOptions {
   signal?: AbortSignal;
 }
 
-/** Options of {@linkcode EventBus.listen}. */
+/**
+ * Options of {@linkcode EventBus.listen}.
+ *
+ * @example Consuming until a signal aborts
+ * ```ts
+ * import { EventBus } from "@eventbus/core";
+ * import { RecordingBackend } from "@eventbus/core/testing";
+ * const bus = new EventBus({ backend: new RecordingBackend() });
+ * const controller = new AbortController();
+ * bus.subscribe("job.run", () => {}, { async: true, name: "runner" });
+ * await bus.listen({ signal: controller.signal });
+ * controller.abort(); // detaches the consumers
+ * await bus.close();
+ * ```
+ */
 export interface ListenOptions {
   /** Stops consuming when aborted. */
   signal?: AbortSignal;
 }
 
-/** Counters of {@linkcode EventBus.stats}. */
+/**
+ * Counters of {@linkcode EventBus.stats}.
+ *
+ * @example Reading the counters after close()
+ * ```ts
+ * import { type BusStats, EventBus } from "@eventbus/core";
+ * const bus = new EventBus();
+ * bus.subscribe("job.run", () => {}, { async: true, name: "runner" });
+ * await bus.emit("job.run", {});
+ * await bus.close();
+ * const stats: BusStats = bus.stats();
+ * console.assert(stats.completed === 1 && stats.queued === 0 && stats.inFlight === 0);
+ * ```
+ */
 export interface BusStats {
   /** Deliveries waiting in this process (for a worker or a retry delay). */
   queued: number;
@@ -278,7 +391,7 @@ export class EventBus<M extends EventMap = EventMap>
    * @throws {RangeError} When `timeout` or `retry` is out of range.
    * @throws {EventBusClosedError} After `close()`.
    *
-   * @example
+   * @example Unsubscribing with a signal
    * ```ts
    * import { EventBus } from "@eventbus/core";
    * const bus = new EventBus<{ "order.placed": { total: number } }>();
@@ -376,7 +489,7 @@ export class EventBus<M extends EventMap = EventMap>
    * @throws {HandlerError} When a sync handler failed; the event was still
    *   handed to the backend.
    *
-   * @example
+   * @example Emitting with metadata
    * ```ts
    * import { EventBus } from "@eventbus/core";
    * const bus = new EventBus<{ "user.signup": { id: string } }>();
@@ -468,7 +581,7 @@ export class EventBus<M extends EventMap = EventMap>
    * @throws {EventBusClosedError} After `close()`.
    * @throws {BackendError} When the broker cannot attach a consumer.
    *
-   * @example
+   * @example Starting to consume
    * ```ts
    * import { EventBus } from "@eventbus/core";
    * const bus = new EventBus();
@@ -498,7 +611,7 @@ export class EventBus<M extends EventMap = EventMap>
    *
    * @returns A fresh snapshot.
    *
-   * @example
+   * @example Reading the counters
    * ```ts
    * import { EventBus } from "@eventbus/core";
    * const bus = new EventBus();
@@ -520,7 +633,7 @@ export class EventBus<M extends EventMap = EventMap>
    * @returns `completed` (as `stats().completed`) and the accepted events
    *   that were neither finished nor safe on a broker.
    *
-   * @example
+   * @example Closing once the work is done
    * ```ts
    * import { EventBus } from "@eventbus/core";
    * const bus = new EventBus();

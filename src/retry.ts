@@ -9,7 +9,7 @@
 /**
  * How an async handler is retried.
  *
- * @example
+ * @example Five tries with a slower backoff
  * ```ts
  * import type { RetryPolicy } from "@eventbus/core";
  * const policy: RetryPolicy = { attempts: 5, backoff: { initial: 200, max: 10_000 } };
@@ -23,7 +23,21 @@ export interface RetryPolicy {
   backoff?: BackoffOptions;
 }
 
-/** Exponential backoff: `min(max, initial * multiplier ** (attempt - 1))`. */
+/**
+ * Exponential backoff: `min(max, initial * multiplier ** (attempt - 1))`.
+ *
+ * @example A slower, tripling backoff without jitter
+ * ```ts
+ * import { backoffDelay, type BackoffOptions } from "@eventbus/core";
+ * const backoff: BackoffOptions = {
+ *   initial: 1000,
+ *   max: 60_000,
+ *   multiplier: 3,
+ *   jitter: false,
+ * };
+ * console.assert(backoffDelay({ attempts: 4, backoff }, 2) === 3000);
+ * ```
+ */
 export interface BackoffOptions {
   /** The first delay, in ms. @default {100} */
   initial?: number;
@@ -39,7 +53,7 @@ export interface BackoffOptions {
  * The policy used when neither the bus nor the subscription sets one: three
  * tries, 100 ms doubling to at most 30 s, with full jitter.
  *
- * @example
+ * @example Reading the default policy
  * ```ts
  * import { DEFAULT_RETRY_POLICY } from "@eventbus/core";
  * console.assert(DEFAULT_RETRY_POLICY.attempts === 3);
@@ -65,7 +79,7 @@ export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
  * @param random A source of numbers in [0, 1), for tests.
  * @returns The delay in whole milliseconds, between 0 and `backoff.max`.
  *
- * @example
+ * @example Delays without jitter
  * ```ts
  * import { backoffDelay } from "@eventbus/core";
  * const policy = { attempts: 5, backoff: { initial: 100, jitter: false } };
@@ -98,7 +112,7 @@ export function backoffDelay(
  * @throws {RangeError} When `attempts` is not an integer of at least 1, or a
  *   backoff value is negative, not finite, or `multiplier` is below 1.
  *
- * @example
+ * @example Filling in the defaults
  * ```ts
  * import { resolveRetryPolicy } from "@eventbus/core";
  * const policy = resolveRetryPolicy({ attempts: 1 });

@@ -9,7 +9,7 @@
 /**
  * A permit from a {@linkcode Semaphore}. Releasing it twice is harmless.
  *
- * @example
+ * @example Releasing a permit at the end of a scope
  * ```ts
  * import { Semaphore } from "@eventbus/core";
  * const semaphore = new Semaphore(1);
@@ -25,7 +25,21 @@ export interface Permit extends Disposable {
   release(): void;
 }
 
-/** Options of {@linkcode Semaphore.acquire}. */
+/**
+ * Options of {@linkcode Semaphore.acquire}.
+ *
+ * @example Giving up waiting for a permit
+ * ```ts
+ * import { Semaphore } from "@eventbus/core";
+ * const semaphore = new Semaphore(1);
+ * const held = await semaphore.acquire();
+ * const controller = new AbortController();
+ * const waiting = semaphore.acquire({ signal: controller.signal });
+ * controller.abort(new Error("too slow"));
+ * await waiting.catch((error) => console.assert(error.message === "too slow"));
+ * held.release();
+ * ```
+ */
 export interface AcquireOptions {
   /** Stops waiting; the promise rejects with the signal's reason. */
   signal?: AbortSignal | undefined;

@@ -34,7 +34,7 @@ import type { Event } from "./event.ts";
  * like the seed design's MockBackend. Because it is remote, the bus checks
  * payloads are JSON-safe, exactly as with a broker.
  *
- * @example
+ * @example Checking what a service publishes and consumes
  * ```ts
  * import { EventBus } from "@eventbus/core";
  * import { RecordingBackend } from "@eventbus/core/testing";

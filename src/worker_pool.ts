@@ -19,7 +19,17 @@ import { EventBusClosedError, QueueFullError } from "./errors.ts";
 import type { Event } from "./event.ts";
 import { type Permit, Semaphore } from "./semaphore.ts";
 
-/** Options of {@linkcode WorkerPool}. */
+/**
+ * Options of {@linkcode WorkerPool}.
+ *
+ * @example Rejecting instead of waiting when the queue is full
+ * ```ts
+ * import { EventBus, WorkerPool } from "@eventbus/core";
+ * const pool = new WorkerPool({ workers: 2, queueSize: 100, overflow: "reject" });
+ * const bus = new EventBus({ backend: pool });
+ * await bus.close();
+ * ```
+ */
 export interface WorkerPoolOptions {
   /**
    * How many handler calls may run at once.
