@@ -6,7 +6,8 @@
 #   chromium  the same smoke in headless Debian Chromium, via playwright-core
 #   deno, bun the same smoke file run directly by Deno and Bun
 #   jsr       deno publish --dry-run (and nothing from tests/, bench/,
-#             examples/, .ci/ in its file list), deno doc --lint per entry
+#             examples/, .ci/ in its file list), deno doc --lint per entry,
+#             a @module doc and titled @example on every export (doc_audit.mjs)
 # Each group prints "<group>: N passed, N failed"; the last line is the sum,
 # "cross-runtime: N passed, N failed". Exits 1 when anything failed.
 #
@@ -59,7 +60,8 @@ jsr_check() {
   if "${run[@]}" "$@" >"$log" 2>&1; then
     echo "ok   $name"; jsr_passed=$((jsr_passed + 1))
   else
-    echo "FAIL $name"; tail -n 40 "$log" | sed 's/^/       /'
+    echo "FAIL $name"
+    grep -vE '^Warning Failed resolving types|^ +at file://.*/@types/node/' "$log" | tail -n 40 | sed 's/^/       /'
     jsr_failed=$((jsr_failed + 1))
   fi
 }
@@ -124,6 +126,15 @@ for entry in backends/nats/mod.ts backends/*.ts; do
   case $entry in backends/_* | */_*) continue ;; esac
   [ -f "$entry" ] || continue
   jsr_check "deno doc --lint $entry (with ${core[*]})" deno doc --lint "${core[@]}" "$entry"
+done
+# JSR's score and STYLE.md: a @module doc on each entry, a titled @example
+# on every exported symbol (deno doc --lint does not check these).
+doc_audit() { deno doc --json "$@" | node .ci/doc_audit.mjs; }
+jsr_check "@module and titled @example: ${core[*]}" doc_audit "${core[@]}"
+for entry in backends/nats/mod.ts backends/*.ts; do
+  case $entry in backends/_* | */_*) continue ;; esac
+  [ -f "$entry" ] || continue
+  jsr_check "@module and titled @example: $entry" doc_audit "$entry"
 done
 echo "jsr: $jsr_passed passed, $jsr_failed failed"
 add "$jsr_passed" "$jsr_failed"
