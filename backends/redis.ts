@@ -296,9 +296,17 @@ export class RedisStreamsBackend implements AsyncBackend, AsyncDisposable {
     const connection = createClient(client) as unknown as RedisConnection;
     const backend = new RedisStreamsBackend(connection, options);
     backend.#owned = true;
-    connection.on("error", (error) => backend.#connectionError(error));
+    let failed: ((error: unknown) => void) | undefined;
+    connection.on("error", (error) => {
+      if (failed !== undefined) failed(error);
+      else backend.#connectionError(error);
+    });
     try {
-      await connection.connect();
+      // The client retries a failed first connect forever; fail fast instead.
+      await new Promise((resolve, reject) => {
+        failed = reject;
+        connection.connect().then(resolve, reject);
+      }).finally(() => failed = undefined);
     } catch (error) {
       connection.destroy();
       throw new BackendError(
