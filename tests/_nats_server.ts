@@ -62,6 +62,7 @@ export class NatsServer implements AsyncDisposable {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #port = -1;
+  #monitor = "";
   #log: string[] = [];
 
   private constructor(
@@ -100,6 +101,11 @@ export class NatsServer implements AsyncDisposable {
   /** The client port. */
   get port(): number {
     return this.#port;
+  }
+
+  /** The HTTP monitoring base URL, such as `http://127.0.0.1:8222`. */
+  get monitorUrl(): string {
+    return this.#monitor;
   }
 
   /** `nats://127.0.0.1:<port>`. */
@@ -225,9 +231,10 @@ export class NatsServer implements AsyncDisposable {
       ) as {
         nats?: string[];
         client?: string[];
-        cluster?: string[];
+        monitoring?: string[];
       };
       this.#port = portOf((ports.nats ?? ports.client)?.[0]);
+      this.#monitor = ports.monitoring?.[0] ?? "";
     } finally {
       await rm(portsDir, { recursive: true, force: true });
     }

@@ -343,13 +343,16 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
     this.#onReconnect();
     if (!this.#nc.isClosed()) {
       try {
-        if (this.#owned) {
+        if (this.#owned && this.#disconnected) {
+          // Nothing can be flushed; the broker redelivers what was unacked.
+          await this.#nc.close();
+        } else if (this.#owned) {
           const drained = await waitAtMost(
             this.#nc.drain().then(() => true),
             FLUSH_TIMEOUT,
           );
           if (drained !== true) await this.#nc.close();
-        } else {
+        } else if (!this.#disconnected) {
           await waitAtMost(this.#nc.flush(), FLUSH_TIMEOUT);
         }
       } catch {

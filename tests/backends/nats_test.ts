@@ -1,0 +1,594 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+// JetStreamBackend behaviour against real nats-servers: the shared one on
+// 127.0.0.1:4222 (unique streams per test, deleted after) and, where a test
+// stops the broker, a private one from tests/_nats_server.ts.
+
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  BackendError,
+  DeadLetterError,
+  EventBus,
+  type EventBusOptions,
+} from "../../mod.ts";
+import {
+  JetStreamBackend,
+  type JetStreamBackendOptions,
+} from "../../backends/nats/mod.ts";
+import { brokerMissing, reachable } from "../_brokers.ts";
+import { NatsServer, natsServerBinary } from "../_nats_server.ts";
+import { Counter, MemoryLogger, tally, withDeadline, work } from "../_util.ts";
+import { Admin, SHARED_NATS, uniqueNames } from "./_nats.ts";
+
+type Events = {
+  "order.placed": { n: number };
+  "order.other": { n: number };
+};
+
+const TIMEOUT = 20_000;
+
+/** A bus on its own connection to `servers`, as one process would have. */
+async function bus(
+  options: JetStreamBackendOptions,
+  busOptions: EventBusOptions = {},
+  servers: string = SHARED_NATS,
+): Promise<EventBus<Events>> {
+  return new EventBus<Events>({
+    logger: new MemoryLogger(),
+    ...busOptions,
+    backend: await JetStreamBackend.connect({ servers }, options),
+  });
+}
+
+async function closeAll(...buses: EventBus<Events>[]): Promise<void> {
+  await Promise.all(buses.map((b) => b.close({ timeout: 5_000 })));
+}
+
+if (!await reachable("127.0.0.1", 4222)) {
+  brokerMissing("JetStreamBackend", `no NATS server on ${SHARED_NATS}`);
+} else {
+  describe("JetStreamBackend streams", () => {
+    it("creates the stream on first use with file storage, subjects <prefix>.> and a duplicate window", async () => {
+      const names = uniqueNames("create");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus({ ...names, duplicateWindow: 60_000 });
+      await producer.emit("order.placed", { n: 1 });
+      await closeAll(producer);
+      const { config } = await admin.jsm.streams.info(names.stream);
+      assert.deepEqual(config.subjects, [`${names.subjectPrefix}.>`]);
+      assert.equal(config.storage, "file");
+      assert.equal(config.retention, "interest");
+      assert.equal(config.discard, "new");
+      assert.equal(config.duplicate_window, nanos(60_000));
+      const dlq = await admin.jsm.streams.info(`${names.stream}_DLQ`);
+      assert.deepEqual(dlq.config.subjects, [`${names.stream}_DLQ.>`]);
+    });
+
+    it("is idempotent and updates the limits of an existing stream", async () => {
+      const names = uniqueNames("update");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const first = await bus(names);
+      await first.emit("order.placed", { n: 1 });
+      const second = await bus(names);
+      await second.emit("order.placed", { n: 2 });
+      const third = await bus({
+        ...names,
+        maxAge: 3_600_000,
+        maxMessages: 500,
+      });
+      await third.emit("order.placed", { n: 3 });
+      await closeAll(first, second, third);
+      const { config } = await admin.jsm.streams.info(names.stream);
+      assert.equal(config.max_age, nanos(3_600_000));
+      assert.equal(config.max_msgs, 500);
+    });
+
+    it("rejects with BackendError naming the conflict when the stream exists with other subjects", async () => {
+      const names = uniqueNames("conflict");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      await admin.jsm.streams.add({
+        name: names.stream,
+        subjects: [`${names.subjectPrefix}_other.>`],
+      });
+      const producer = await bus(names);
+      await assert.rejects(
+        producer.emit("order.placed", { n: 1 }),
+        (error: unknown) =>
+          error instanceof BackendError &&
+          error.message.includes(`Cannot use stream "${names.stream}"`) &&
+          error.message.includes("subjects"),
+      );
+      const worker = await bus(names);
+      worker.subscribe("order.placed", () => {}, { async: true, name: "w" });
+      await assert.rejects(worker.listen(), BackendError);
+      await closeAll(producer, worker);
+    });
+
+    it("rejects with BackendError when the stream is a work queue", async () => {
+      const names = uniqueNames("workq");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      await admin.jsm.streams.add({
+        name: names.stream,
+        subjects: [`${names.subjectPrefix}.>`],
+        retention: "workqueue",
+      });
+      const producer = await bus(names);
+      await assert.rejects(
+        producer.emit("order.placed", { n: 1 }),
+        (error: unknown) =>
+          error instanceof BackendError && error.message.includes("workqueue"),
+      );
+      await closeAll(producer);
+    });
+
+    it("rejects with BackendError when replicas exceed a single server", async () => {
+      const names = uniqueNames("replicas");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus({ ...names, replicas: 3 });
+      await assert.rejects(
+        producer.emit("order.placed", { n: 1 }),
+        BackendError,
+      );
+      await closeAll(producer);
+    });
+  });
+
+  describe("JetStreamBackend.publish()", () => {
+    it("stores CloudEvents JSON on <prefix>.<type> with the event id as message id and ce-* headers", async () => {
+      const names = uniqueNames("wire");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      await producer.emit("order.other", { n: 0 }); // creates the stream
+      // An interest stream keeps messages only for consumers: add one.
+      await admin.jsm.consumers.add(names.stream, {
+        durable_name: "inspect",
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.New,
+      });
+      const event = await producer.emit("order.placed", { n: 1 }, {
+        metadata: { traceparent: "00-a-b-01" },
+      });
+      await closeAll(producer);
+      const stored = await admin.jsm.streams.getMessage(names.stream, {
+        last_by_subj: `${names.subjectPrefix}.order.placed`,
+      });
+      assert.ok(stored !== null);
+      assert.equal(stored.subject, `${names.subjectPrefix}.order.placed`);
+      assert.equal(stored.header.get("Nats-Msg-Id"), event.id);
+      assert.equal(stored.header.get("ce-id"), event.id);
+      assert.equal(stored.header.get("ce-type"), "order.placed");
+      assert.equal(stored.header.get("ce-specversion"), "1.0");
+      assert.deepEqual(stored.json(), {
+        specversion: "1.0",
+        id: event.id,
+        type: "order.placed",
+        source: "eventbus",
+        time: event.time,
+        datacontenttype: "application/json",
+        traceparent: "00-a-b-01",
+        data: { n: 1 },
+      });
+    });
+
+    it("stores and delivers an event emitted twice with the same id once", async () => {
+      const names = uniqueNames("dedup");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const [producer, worker] = [await bus(names), await bus(names)];
+      const seen: string[] = [];
+      const count = new Counter();
+      worker.subscribe("order.placed", (event) => {
+        seen.push(event.id);
+        count.add();
+      }, { async: true, name: "dedup" });
+      await worker.listen();
+      await producer.emit("order.placed", { n: 1 }, { id: "order-1" });
+      await producer.emit("order.placed", { n: 1 }, { id: "order-1" });
+      await producer.emit("order.placed", { n: 2 }, { id: "order-2" });
+      await count.reach(2, TIMEOUT, "deliveries");
+      const info = await admin.jsm.streams.info(names.stream);
+      await closeAll(producer, worker);
+      assert.equal(info.state.last_seq, 2, "the second emit stored nothing");
+      assert.deepEqual([...tally(seen)].sort(), [["order-1", 1], [
+        "order-2",
+        1,
+      ]]);
+    });
+  });
+
+  describe("JetStreamBackend consume", () => {
+    it("waits the retry policy's delay between tries (nak with delay)", async () => {
+      const names = uniqueNames("delay");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      const worker = await bus(names, {
+        retry: { attempts: 3, backoff: { initial: 400, jitter: false } },
+      });
+      const times: number[] = [];
+      const done = new Counter();
+      worker.subscribe("order.placed", (_event, ctx) => {
+        times.push(performance.now());
+        if (ctx.attempt < 3) throw new Error("not yet");
+        done.add();
+      }, { async: true, name: "delayed" });
+      await worker.listen();
+      await producer.emit("order.placed", { n: 1 });
+      await done.reach(1, TIMEOUT, "completions");
+      await closeAll(producer, worker);
+      assert.equal(times.length, 3);
+      assert.ok(
+        times[1]! - times[0]! >= 350,
+        `first gap ${times[1]! - times[0]!}`,
+      );
+      assert.ok(
+        times[2]! - times[1]! >= 750,
+        `second gap ${times[2]! - times[1]!}`,
+      );
+    });
+
+    it("keeps a try that outlives the ack wait from being redelivered (working)", async () => {
+      const names = uniqueNames("working");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const options = { ...names, ackWait: 1_000 };
+      const producer = await bus(options);
+      const workers = [await bus(options), await bus(options)];
+      const calls: string[] = [];
+      const done = new Counter();
+      for (const worker of workers) {
+        worker.subscribe("order.placed", async (event) => {
+          calls.push(event.id);
+          if (event.data.n === 1) await work(2_600);
+          done.add();
+        }, { async: true, name: "slow" });
+        await worker.listen();
+      }
+      const slow = await producer.emit("order.placed", { n: 1 });
+      await done.reach(1, TIMEOUT, "completions");
+      // One more event after it: a redelivery would have come before this.
+      await producer.emit("order.placed", { n: 2 });
+      await done.reach(2, TIMEOUT, "completions");
+      await closeAll(producer, ...workers);
+      assert.equal(calls.filter((id) => id === slow.id).length, 1);
+    });
+
+    it("dead-letters after the last try with the error and attempts in headers, terminates the original", async () => {
+      const names = uniqueNames("dlq");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const dead: DeadLetterError[] = [];
+      const count = new Counter();
+      const producer = await bus(names);
+      const worker = await bus(names, {
+        retry: { attempts: 2, backoff: { initial: 5 } },
+        onError: (error) => {
+          if (error instanceof DeadLetterError) dead.push(error);
+          count.add();
+        },
+      });
+      let tries = 0;
+      worker.subscribe("order.placed", () => {
+        tries++;
+        throw new Error("payment gateway down");
+      }, { async: true, name: "charge card" });
+      await worker.listen();
+      const event = await producer.emit("order.placed", { n: 9 });
+      await count.reach(1, TIMEOUT, "dead letters");
+      const dlq = `${names.stream}_DLQ`;
+      const letter = await withDeadline(
+        (async () => {
+          while (true) {
+            const info = await admin.jsm.streams.info(dlq);
+            if (info.state.messages > 0) {
+              return await admin.jsm.streams.getMessage(dlq, {
+                seq: info.state.first_seq,
+              });
+            }
+            await work(20);
+          }
+        })(),
+        TIMEOUT,
+        () => "no dead letter stored",
+      );
+      const consumers = await admin.jsm.consumers.list(names.stream).next();
+      await closeAll(producer, worker);
+      assert.equal(dead.length, 1);
+      assert.equal(dead[0]!.attempts, 2);
+      assert.equal(tries, 2);
+      assert.ok(letter !== null);
+      assert.ok(letter.subject.startsWith(`${dlq}.charge_card_`));
+      assert.ok(letter.subject.endsWith(".order.placed"));
+      assert.equal(letter.header.get("EventBus-Reason"), "handler-failed");
+      assert.equal(letter.header.get("EventBus-Attempts"), "2");
+      assert.equal(letter.header.get("EventBus-Handler"), "charge card");
+      assert.equal(
+        letter.header.get("EventBus-Error"),
+        "Error: payment gateway down",
+      );
+      assert.equal(
+        letter.header.get("EventBus-Original-Subject"),
+        `${names.subjectPrefix}.order.placed`,
+      );
+      assert.equal(letter.header.get("EventBus-Original-Sequence"), "1");
+      assert.equal(letter.header.get("ce-id"), event.id);
+      assert.equal(letter.json<{ id: string }>().id, event.id);
+      const consumer = consumers.find((c) => c.name.startsWith("charge_card_"));
+      assert.ok(consumer !== undefined, "durable name sanitized");
+      assert.equal(consumer.num_ack_pending, 0, "original terminated");
+      assert.equal(consumer.num_pending, 0);
+    });
+
+    it("dead-letters a message that is not a valid event, logs it and keeps consuming", async () => {
+      const names = uniqueNames("invalid");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const logger = new MemoryLogger();
+      const producer = await bus(names);
+      const worker = await bus(names, { logger });
+      const seen: number[] = [];
+      const count = new Counter();
+      worker.subscribe("order.placed", (event) => {
+        seen.push(event.data.n);
+        count.add();
+      }, { async: true, name: "picky" });
+      await worker.listen();
+      const js = admin.jsm.jetstream();
+      const subject = `${names.subjectPrefix}.order.placed`;
+      await js.publish(subject, "not json at all");
+      await js.publish(
+        subject,
+        JSON.stringify({ specversion: "0.3", id: "x" }),
+      );
+      await producer.emit("order.placed", { n: 1 });
+      await count.reach(1, TIMEOUT, "valid deliveries");
+      const dlq = `${names.stream}_DLQ`;
+      const letters = await withDeadline(
+        (async () => {
+          while (true) {
+            const info = await admin.jsm.streams.info(dlq);
+            if (info.state.messages >= 2) return info.state.messages;
+            await work(20);
+          }
+        })(),
+        TIMEOUT,
+        () => "dead letters not stored",
+      );
+      const first = await admin.jsm.streams.getMessage(dlq, { seq: 1 });
+      await closeAll(producer, worker);
+      assert.deepEqual(seen, [1]);
+      assert.equal(letters, 2);
+      assert.equal(first?.header.get("EventBus-Reason"), "invalid-event");
+      assert.match(
+        first?.header.get("EventBus-Error") ?? "",
+        /SerializationError/,
+      );
+      assert.equal(first?.string(), "not json at all");
+      assert.equal(
+        logger.lines.filter((l) =>
+          l.level === "error" && l.message.includes("dead-letter stream")
+        ).length,
+        2,
+      );
+    });
+
+    it("runs at most concurrency tries at once per consumer", async () => {
+      const names = uniqueNames("conc");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      const worker = await bus({ ...names, concurrency: 3 });
+      let running = 0;
+      let peak = 0;
+      const done = new Counter();
+      worker.subscribe("order.placed", async () => {
+        peak = Math.max(peak, ++running);
+        await work(20);
+        running--;
+        done.add();
+      }, { async: true, name: "bounded" });
+      await worker.listen();
+      await Promise.all(
+        Array.from(
+          { length: 30 },
+          (_, n) => producer.emit("order.placed", { n }),
+        ),
+      );
+      await done.reach(30, TIMEOUT, "completions");
+      await closeAll(producer, worker);
+      assert.equal(peak, 3);
+    });
+
+    it("ordered: one event in flight per handler name across workers, in stream order, retries first", async () => {
+      const names = uniqueNames("ordered");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const options = { ...names, ordered: true };
+      const producer = await bus(options);
+      const workers = [
+        await bus(options, { retry: { attempts: 3, backoff: { initial: 5 } } }),
+        await bus(options, { retry: { attempts: 3, backoff: { initial: 5 } } }),
+      ];
+      const starts: number[] = [];
+      const completed: number[] = [];
+      const byWorker = [0, 0];
+      let running = 0;
+      let peak = 0;
+      const done = new Counter();
+      workers.forEach((worker, i) =>
+        worker.subscribe("order.placed", async (event, ctx) => {
+          peak = Math.max(peak, ++running);
+          starts.push(event.data.n);
+          byWorker[i]!++;
+          await work(event.data.n % 3);
+          running--;
+          if (event.data.n % 5 === 2 && ctx.attempt === 1) {
+            throw new Error("first try fails");
+          }
+          completed.push(event.data.n);
+          done.add();
+        }, { async: true, name: "in-order" })
+      );
+      await Promise.all(workers.map((w) => w.listen()));
+      const total = 30;
+      for (let n = 0; n < total; n++) {
+        await producer.emit("order.placed", { n });
+      }
+      await done.reach(total, TIMEOUT, "completions");
+      await closeAll(producer, ...workers);
+      const expected = Array.from({ length: total }, (_, n) => n);
+      assert.deepEqual(completed, expected);
+      assert.deepEqual(
+        starts,
+        expected.flatMap((n) => n % 5 === 2 ? [n, n] : [n]),
+      );
+      assert.equal(peak, 1);
+    });
+
+    it("gives a handler name with dots, slashes, spaces and wildcards a valid durable name", async () => {
+      const names = uniqueNames("names");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const [producer, worker] = [await bus(names), await bus(names)];
+      const count = new Counter();
+      for (const name of ["mail.v2 > *", "mail/v2 > *", "plain-name_1"]) {
+        worker.subscribe("order.placed", () => count.add(), {
+          async: true,
+          name,
+        });
+      }
+      await worker.listen();
+      await producer.emit("order.placed", { n: 1 });
+      await count.reach(3, TIMEOUT, "deliveries");
+      const consumers = await admin.jsm.consumers.list(names.stream).next();
+      await closeAll(producer, worker);
+      const durable = consumers.map((c) => c.name).sort();
+      assert.equal(durable.length, 3, "three different names");
+      assert.ok(durable.includes("plain-name_1"));
+      for (const name of durable) assert.match(name, /^[A-Za-z0-9_-]+$/);
+    });
+
+    it("stops consuming for a subscription whose signal aborts; another worker of the name takes over", async () => {
+      const names = uniqueNames("detach");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      const [a, b] = [await bus(names), await bus(names)];
+      const controller = new AbortController();
+      const seen = { a: 0, b: 0 };
+      const count = new Counter();
+      a.subscribe("order.placed", () => {
+        seen.a++;
+        count.add();
+      }, { async: true, name: "shared", signal: controller.signal });
+      b.subscribe("order.placed", () => {
+        seen.b++;
+        count.add();
+      }, { async: true, name: "shared" });
+      await Promise.all([a.listen(), b.listen()]);
+      controller.abort();
+      for (let n = 0; n < 20; n++) await producer.emit("order.placed", { n });
+      await count.reach(20, TIMEOUT, "deliveries");
+      await closeAll(producer, a, b);
+      assert.deepEqual(seen, { a: 0, b: 20 });
+    });
+  });
+
+  describe("JetStreamBackend connections", () => {
+    it("leaves a connection it was given open after close()", async () => {
+      const names = uniqueNames("given");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const nc = await connect({ servers: SHARED_NATS });
+      const producer = new EventBus<Events>({
+        backend: new JetStreamBackend(nc, names),
+      });
+      await producer.emit("order.placed", { n: 1 });
+      await producer.close();
+      assert.equal(nc.isClosed(), false);
+      const reply = await nc.request("$JS.API.INFO");
+      assert.ok(reply.data.length > 0, "the connection still works");
+      await nc.close();
+    });
+  });
+}
+
+const binary = natsServerBinary();
+if (binary === undefined) {
+  brokerMissing(
+    "JetStreamBackend with a private nats-server",
+    "nats-server not found",
+  );
+} else {
+  describe("JetStreamBackend with a private nats-server", () => {
+    it("drains the connection it owns on close()", async () => {
+      await using server = await NatsServer.start();
+      const producer = await bus(uniqueNames("owned"), {}, server.url);
+      await producer.emit("order.placed", { n: 1 });
+      const before = await connections(server);
+      await producer.close();
+      const after = await withDeadline(
+        (async () => {
+          while (true) {
+            const n = await connections(server);
+            if (n < before) return n;
+            await work(20);
+          }
+        })(),
+        TIMEOUT,
+        () => "the connection stayed open",
+      );
+      assert.equal(before, 1);
+      assert.equal(after, 0);
+    });
+
+    it("rejects emit with BackendError after publishTimeout while the broker is down", async () => {
+      await using server = await NatsServer.start();
+      const producer = await bus(
+        { ...uniqueNames("down"), publishTimeout: 1_500 },
+        {},
+        server.url,
+      );
+      await producer.emit("order.placed", { n: 1 });
+      await server.kill();
+      const started = performance.now();
+      await assert.rejects(
+        producer.emit("order.placed", { n: 2 }),
+        (error: unknown) =>
+          error instanceof BackendError &&
+          error.message.includes("publishTimeout (1500 ms)"),
+      );
+      const elapsed = performance.now() - started;
+      assert.ok(
+        elapsed >= 1_400 && elapsed < 10_000,
+        `rejected after ${elapsed} ms`,
+      );
+      await producer.close({ timeout: 100 });
+    });
+
+    it("keeps trying while the broker restarts and resolves once it stored the event", async () => {
+      await using server = await NatsServer.start();
+      const names = uniqueNames("restart");
+      const producer = await bus(
+        { ...names, publishTimeout: 20_000 },
+        {},
+        server.url,
+      );
+      const worker = await bus(names, {}, server.url);
+      const seen: number[] = [];
+      const count = new Counter();
+      worker.subscribe("order.placed", (event) => {
+        seen.push(event.data.n);
+        count.add();
+      }, { async: true, name: "survivor" });
+      await worker.listen();
+      await producer.emit("order.placed", { n: 1 });
+      await server.kill();
+      const pending = producer.emit("order.placed", { n: 2 });
+      await server.restart();
+      await withDeadline(pending, TIMEOUT, () => "emit did not resolve");
+      await count.reach(2, TIMEOUT, "deliveries");
+      await closeAll(producer, worker);
+      assert.deepEqual(seen.sort(), [1, 2]);
+    });
+  });
+}
+
+async function connections(server: NatsServer): Promise<number> {
+  const response = await fetch(`${server.monitorUrl}/connz`);
+  const body = await response.json() as { num_connections: number };
+  return body.num_connections;
+}
