@@ -149,6 +149,13 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 /**
  * The part of a node-redis client (`createClient()` from `redis` or
  * `@redis/client`, version 5 or later) the backend uses.
+ *
+ * @example A node-redis client fits
+ * ```ts ignore
+ * import { createClient } from "@redis/client";
+ * import type { RedisConnection } from "@eventbus/core/redis";
+ * const client: RedisConnection = createClient({ url: "redis://127.0.0.1:6379" });
+ * ```
  */
 export interface RedisConnection {
   /** Sends one command, as in the Redis manual, and resolves its reply. */
@@ -165,7 +172,21 @@ export interface RedisConnection {
   on(event: "error", listener: (error: unknown) => void): unknown;
 }
 
-/** Options of {@linkcode RedisStreamsBackend}. */
+/**
+ * Options of {@linkcode RedisStreamsBackend}.
+ *
+ * @example Faster recovery and a bounded stream
+ * ```ts ignore
+ * import { RedisStreamsBackend } from "@eventbus/core/redis";
+ * const backend = await RedisStreamsBackend.connect({ url: "redis://127.0.0.1:6379" }, {
+ *   prefix: "shop",
+ *   maxLen: 10_000,
+ *   claimIdle: 10_000,
+ *   concurrency: 4,
+ * });
+ * await backend.close();
+ * ```
+ */
 export interface RedisStreamsBackendOptions {
   /**
    * Key prefix: events of type `t` go to the stream `<prefix>:<t>`.
@@ -259,6 +280,8 @@ export class RedisStreamsBackend implements AsyncBackend, AsyncDisposable {
   #closing: Promise<CloseReport> | undefined;
 
   /**
+   * Builds a backend on a client you opened.
+   *
    * @param client A node-redis client; connected, or connecting. The backend
    *   uses it for publishing and acknowledging, duplicates it for each
    *   blocking reader, and never closes it.
@@ -282,7 +305,7 @@ export class RedisStreamsBackend implements AsyncBackend, AsyncDisposable {
    * @returns A backend with a connected client.
    * @throws {BackendError} When Redis cannot be reached.
    *
-   * @example
+   * @example Open a backend
    * ```ts ignore
    * import { RedisStreamsBackend } from "@eventbus/core/redis";
    * const backend = await RedisStreamsBackend.connect({ url: "redis://127.0.0.1:6379" });
@@ -340,7 +363,7 @@ export class RedisStreamsBackend implements AsyncBackend, AsyncDisposable {
    *   time; `cause` is the client's error.
    * @throws The signal's reason when it aborts first.
    *
-   * @example
+   * @example Publish one event
    * ```ts ignore
    * import { createEvent } from "@eventbus/core";
    * import { RedisStreamsBackend } from "@eventbus/core/redis";
@@ -408,7 +431,7 @@ export class RedisStreamsBackend implements AsyncBackend, AsyncDisposable {
    * @throws {EventBusClosedError} After `close()`.
    * @throws {BackendError} When a group or connection cannot be set up.
    *
-   * @example
+   * @example Consume for one handler
    * ```ts ignore
    * import { RedisStreamsBackend } from "@eventbus/core/redis";
    * const backend = await RedisStreamsBackend.connect({ url: "redis://127.0.0.1:6379" });
@@ -463,7 +486,7 @@ export class RedisStreamsBackend implements AsyncBackend, AsyncDisposable {
    * @param options Deadline (default 30 000 ms) and signal.
    * @returns Deliveries completed here; `abandoned` is always empty.
    *
-   * @example
+   * @example Close with a deadline
    * ```ts ignore
    * import { RedisStreamsBackend } from "@eventbus/core/redis";
    * const backend = await RedisStreamsBackend.connect({ url: "redis://127.0.0.1:6379" });
