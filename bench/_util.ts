@@ -1,0 +1,132 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+// Helpers shared by the benchmark runner, its child processes and the chart.
+
+import { readFileSync } from "node:fs";
+import process from "node:process";
+
+/** One timed repetition of a case. */
+export interface Sample {
+  /** Wall time of the repetition, in ms. */
+  ms: number;
+  /** How many operations (events) it did. */
+  ops: number;
+  /** Extra numbers a case reports (latency percentiles, RSS curve). */
+  extra?: Record<string, number | number[]>;
+}
+
+/** What a case runs once per repetition. */
+export type CaseRun = (params: CaseParams) => Promise<Sample>;
+
+/** Parameters handed from the runner to a case. */
+export type CaseParams = Record<string, number | string | boolean>;
+
+/** A scenario module: its cases by name. */
+export interface ScenarioModule {
+  cases: Record<string, CaseRun>;
+}
+
+/** What a child process prints (one JSON line) after its repetitions. */
+export interface ChildResult {
+  scenario: string;
+  case: string;
+  params: CaseParams;
+  warmup: Sample;
+  samples: Sample[];
+  /** Peak resident set size of the whole child process, in bytes. */
+  peakRss: number;
+  /** Resident set size right after the modules loaded, in bytes. */
+  startRss: number;
+}
+
+/** Summary of a list of numbers. */
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+  /** (max - min) / median, as a fraction. */
+  spread: number;
+}
+
+/** Median, min, max and relative spread of `values`. */
+export function summarize(values: readonly number[]): Summary {
+  const sorted = [...values].sort((a, b) => a - b);
+  const n = sorted.length;
+  if (n === 0) return { median: NaN, min: NaN, max: NaN, spread: NaN };
+  const median = n % 2 === 1
+    ? sorted[(n - 1) / 2]!
+    : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
+  const min = sorted[0]!;
+  const max = sorted[n - 1]!;
+  return { median, min, max, spread: median === 0 ? 0 : (max - min) / median };
+}
+
+/** The value at quantile `q` (0..1) of an ascending array (nearest rank). */
+export function quantile(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.min(
+    sorted.length - 1,
+    Math.max(0, Math.ceil(q * sorted.length) - 1),
+  );
+  return sorted[rank]!;
+}
+
+/**
+ * Peak resident set size of this process in bytes: VmHWM from
+ * /proc/self/status on Linux, else `process.resourceUsage().maxRSS`.
+ */
+export function peakRss(): number {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const match = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
+    if (match) return Number(match[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  try {
+    return process.resourceUsage().maxRSS * 1024;
+  } catch {
+    return process.memoryUsage.rss();
+  }
+}
+
+/** Current resident set size in bytes. */
+export function rss(): number {
+  return process.memoryUsage.rss();
+}
+
+/** A promise and its resolver. */
+export function deferred<T = void>(): {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+} {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => resolve = r);
+  return { promise, resolve };
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Which runtime runs this code. */
+export function runtimeName(): "deno" | "bun" | "node" {
+  if (process.versions.bun !== undefined) return "bun";
+  if ((process.versions as Record<string, string | undefined>).deno) {
+    return "deno";
+  }
+  return "node";
+}
+
+/** Formats events per second compactly: 1.23M, 456k. */
+export function formatRate(value: number): string {
+  if (!Number.isFinite(value)) return "n/a";
+  if (value >= 1e6) return `${(value / 1e6).toFixed(2)}M`;
+  if (value >= 1e3) return `${(value / 1e3).toFixed(1)}k`;
+  return value.toFixed(0);
+}
+
+/** Formats bytes as MB (10^6). */
+export function formatMb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(0)} MB`;
+}
