@@ -278,7 +278,37 @@ export class NatsCluster implements AsyncDisposable {
       await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
       throw (failed as PromiseRejectedResult).reason;
     }
-    return new NatsCluster(servers);
+    const cluster = new NatsCluster(servers);
+    try {
+      await cluster.metaLeader();
+    } catch (error) {
+      await cluster[Symbol.asyncDispose]();
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** Resolves the JetStream meta leader's name once one is elected. */
+  async metaLeader(timeout = START_TIMEOUT): Promise<string> {
+    const deadline = Date.now() + timeout;
+    while (true) {
+      for (const server of this.servers.filter((s) => s.running)) {
+        try {
+          const response = await fetch(`${server.monitorUrl}/jsz`);
+          const body = await response.json() as {
+            meta_cluster?: { leader?: string };
+          };
+          const leader = body.meta_cluster?.leader;
+          if (leader) return leader;
+        } catch {
+          // not answering yet
+        }
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`no JetStream meta leader after ${timeout} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   /** Client URLs of every server. */
