@@ -68,7 +68,12 @@
  *
  * - **librdkafka's mock cluster** (Debian `librdkafka1` 2.0.2, 3 brokers on
  *   127.0.0.1, started by `tests/_kafka_mock.py`): the whole conformance
- *   suite (`tests/conformance/kafka_test.ts`), on Deno and Bun. The mock reports controller id 0, which is no broker, so kafkajs
+ *   suite (`tests/conformance/kafka_test.ts`) and the backend tests
+ *   (`tests/backends/kafka_test.ts`: key and headers on the wire, the
+ *   dead-letter topic's contents, a non-event message dead-lettered, per-key
+ *   order, and a worker process killed with SIGKILL mid-stream whose
+ *   successor resumes from the committed offset with no event lost), on
+ *   Deno and Bun. The mock reports controller id 0, which is no broker, so kafkajs
  *   calls that need the controller fail against it: the idempotent producer
  *   (its InitProducerId) and admin `createTopics`. Those tests therefore run
  *   with `idempotent: false` and topics created by the launcher.
