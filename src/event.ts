@@ -27,6 +27,7 @@ const HEX: readonly string[] = Array.from(
   (_, i) => i.toString(16).padStart(2, "0"),
 );
 const RANDOM_POOL_SIZE = 4096;
+const VALID_TYPES_CACHE_SIZE = 1024;
 
 /**
  * An event: a CloudEvents 1.0 envelope around `data`.
@@ -112,7 +113,11 @@ export interface CreateEventOptions {
  * ```
  */
 export function isValidEventType(type: unknown): type is string {
-  return typeof type === "string" && EVENT_TYPE.test(type);
+  if (typeof type !== "string") return false;
+  if (validTypes.has(type)) return true;
+  if (!EVENT_TYPE.test(type)) return false;
+  if (validTypes.size < VALID_TYPES_CACHE_SIZE) validTypes.add(type);
+  return true;
 }
 
 /**
@@ -156,21 +161,42 @@ export function createEvent<T, K extends string>(
   options?: CreateEventOptions,
 ): Event<T, K> {
   assertEventType(type);
-  const id = options?.id ?? uuidv7();
+  return makeEvent(
+    type,
+    data,
+    options?.id,
+    options?.source ?? "eventbus",
+    options?.metadata,
+  );
+}
+
+/**
+ * {@linkcode createEvent} for a type already validated, without an options
+ * object: the bus calls it once per emit. Internal, not re-exported.
+ *
+ * @throws {TypeError} When `id` or a metadata entry is not valid.
+ */
+export function makeEvent<T, K extends string>(
+  type: K,
+  data: T,
+  id: string | undefined,
+  source: string,
+  metadata: Record<string, string> | undefined,
+): Event<T, K> {
+  const ms = Date.now();
+  id ??= nextUuidv7(ms);
   if (typeof id !== "string" || id.length === 0) {
     throw new TypeError(
       `Cannot create "${type}": id must be a non-empty string, got ${typeof id}`,
     );
   }
-  const source = options?.source ?? "eventbus";
-  const metadata = options?.metadata;
   if (metadata !== undefined) checkMetadata(type, metadata);
   return {
     specversion: "1.0",
     id,
     type,
     source,
-    time: now(),
+    time: timeAt(ms),
     data,
     metadata: metadata === undefined ? EMPTY_METADATA : { ...metadata },
   };
@@ -179,7 +205,7 @@ export function createEvent<T, K extends string>(
 /**
  * Returns a new UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, a
  * 12-bit counter that keeps ids from one process strictly increasing, and 62
- * random bits from `crypto.getRandomValues`.
+ * random bits from the platform's CSPRNG (`crypto.randomUUID`).
  *
  * @returns A lowercase UUID string.
  *
@@ -192,27 +218,7 @@ export function createEvent<T, K extends string>(
  * ```
  */
 export function uuidv7(): string {
-  let ms = Date.now();
-  if (ms > lastMs) {
-    lastMs = ms;
-    counter = randomByte() << 3; // random start in the lower half of 12 bits
-  } else {
-    counter++;
-    if (counter > 0xfff) {
-      lastMs++;
-      counter = 0;
-    }
-    ms = lastMs;
-  }
-  const high = Math.floor(ms / 0x1000000); // top 24 bits of 48
-  const low = ms % 0x1000000; // bottom 24 bits
-  return HEX[(high >>> 16) & 0xff]! + HEX[(high >>> 8) & 0xff]! +
-    HEX[high & 0xff]! + HEX[(low >>> 16) & 0xff]! + "-" +
-    HEX[(low >>> 8) & 0xff]! + HEX[low & 0xff]! + "-" +
-    HEX[0x70 | (counter >>> 8)]! + HEX[counter & 0xff]! + "-" +
-    HEX[0x80 | (randomByte() & 0x3f)]! + HEX[randomByte()]! + "-" +
-    HEX[randomByte()]! + HEX[randomByte()]! + HEX[randomByte()]! +
-    HEX[randomByte()]! + HEX[randomByte()]! + HEX[randomByte()]!;
+  return nextUuidv7(Date.now());
 }
 
 /**
@@ -349,6 +355,9 @@ let lastMs = 0;
 let counter = 0;
 let lastTimeMs = -1;
 let lastTime = "";
+let prefixMs = -1;
+let prefix = "";
+const validTypes = new Set<string>();
 
 function randomByte(): number {
   if (randomIndex === RANDOM_POOL_SIZE) {
@@ -358,8 +367,35 @@ function randomByte(): number {
   return randomPool[randomIndex++]!;
 }
 
-function now(): string {
-  const ms = Date.now();
+/** The next UUID v7 for the clock reading `ms` (see {@linkcode uuidv7}). */
+function nextUuidv7(ms: number): string {
+  if (ms > lastMs) {
+    lastMs = ms;
+    counter = randomByte() << 3; // random start in the lower half of 12 bits
+  } else {
+    counter++;
+    if (counter > 0xfff) {
+      lastMs++;
+      counter = 0;
+    }
+    ms = lastMs;
+  }
+  if (ms !== prefixMs) {
+    prefixMs = ms;
+    const high = Math.floor(ms / 0x1000000); // top 24 bits of 48
+    const low = ms % 0x1000000; // bottom 24 bits
+    prefix = HEX[(high >>> 16) & 0xff]! + HEX[(high >>> 8) & 0xff]! +
+      HEX[high & 0xff]! + HEX[(low >>> 16) & 0xff]! + "-" +
+      HEX[(low >>> 8) & 0xff]! + HEX[low & 0xff]! + "-";
+  }
+  // "7" + 12-bit counter, then the variant and 62 random bits: a random
+  // UUID's "-Vxxx-xxxxxxxxxxxx" tail (V is 8, 9, a or b).
+  return prefix + HEX[0x70 | (counter >>> 8)]! + HEX[counter & 0xff]! +
+    crypto.randomUUID().slice(18);
+}
+
+/** RFC 3339 of the clock reading `ms`, computed once per millisecond. */
+function timeAt(ms: number): string {
   if (ms !== lastTimeMs) {
     lastTimeMs = ms;
     lastTime = new Date(ms).toISOString();

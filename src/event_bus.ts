@@ -25,8 +25,8 @@ import {
 import {
   assertEventType,
   assertJsonSafe,
-  createEvent,
   type Event,
+  makeEvent,
 } from "./event.ts";
 import { backoffDelay, resolveRetryPolicy, type RetryPolicy } from "./retry.ts";
 import { WorkerPool } from "./worker_pool.ts";
@@ -676,11 +676,13 @@ export class EventBus<M extends EventMap = EventMap>
     if (this.#closing !== undefined) throw new EventBusClosedError(type);
     options?.signal?.throwIfAborted();
     if (forBackend && this.#backend.remote) assertJsonSafe(data);
-    return createEvent(type, data, {
-      id: options?.id,
-      source: this.#source,
-      metadata: options?.metadata,
-    });
+    return makeEvent(
+      type,
+      data,
+      options?.id,
+      this.#source,
+      options?.metadata,
+    );
   }
 
   #defaultName(type: string): string {
@@ -798,6 +800,7 @@ class TryContext implements HandlerContext {
   readonly attempt: number;
   #outer: AbortSignal | undefined;
   #controller: AbortController | undefined;
+  #onOuterAbort: (() => void) | undefined;
   #reason: unknown = undefined;
   #aborted = false;
 
@@ -814,9 +817,9 @@ class TryContext implements HandlerContext {
       else if (this.#outer !== undefined) {
         if (this.#outer.aborted) controller.abort(this.#outer.reason);
         else {
-          this.#outer.addEventListener("abort", this.#onOuterAbort, {
-            once: true,
-          });
+          const outer = this.#outer;
+          this.#onOuterAbort = () => this.abort(outer.reason);
+          outer.addEventListener("abort", this.#onOuterAbort, { once: true });
         }
       }
     }
@@ -831,14 +834,10 @@ class TryContext implements HandlerContext {
   }
 
   done(): void {
-    if (this.#controller !== undefined && this.#outer !== undefined) {
-      this.#outer.removeEventListener("abort", this.#onOuterAbort);
+    if (this.#onOuterAbort !== undefined) {
+      this.#outer?.removeEventListener("abort", this.#onOuterAbort);
     }
   }
-
-  #onOuterAbort = (): void => {
-    this.abort(this.#outer?.reason);
-  };
 }
 
 /**
