@@ -64,7 +64,8 @@
  *   dead-lettered at once and logged.
  * - **Close**: stop polling (the poll in flight is allowed to return, up to
  *   `waitTimeSeconds`, because abandoning it can leave SQS handing its
- *   messages to nobody until their visibility timeout), let running handlers
+ *   messages to nobody until their visibility timeout; what it returns is
+ *   released at once, one receive count later), let running handlers
  *   finish until the timeout, then abort their signals and release their
  *   messages with visibility 0. Nothing is reported abandoned: an undeleted
  *   message stays in SQS.
@@ -74,7 +75,16 @@
  * Everything ran against [fauxqs](https://www.npmjs.com/package/fauxqs) 1.9.2,
  * an SQS emulator speaking the same JSON protocol, started in-process on
  * 127.0.0.1 by `tests/_sqs.ts`, on Deno and Bun: the conformance suite with
- * standard queues (`tests/conformance/sqs_test.ts`). Not against AWS itself.
+ * standard queues (`tests/conformance/sqs_test.ts`) and the backend tests
+ * (`tests/backends/sqs_test.ts`: routing to every handler queue of a type
+ * and no other, queue tags and redrive policy, the backend's dead letters
+ * with their attributes, the redrive policy moving a message received
+ * attempts + 1 times, the retry delay through the visibility timeout, a
+ * non-event body dead-lettered, FIFO per-key order and de-duplication by
+ * id, and a worker process killed with SIGKILL mid-handler whose messages
+ * SQS redelivers after the visibility timeout with receive count 2). Not
+ * against AWS itself: discovery through `ListQueues` is eventually
+ * consistent there, which the emulator does not model.
  *
  * @example Publish and consume
  * ```ts ignore
