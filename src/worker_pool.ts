@@ -1,7 +1,8 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 /**
  * The default async backend: an in-process worker pool with a bounded queue,
- * built on two semaphores (queue slots and workers) and an AbortSignal.
+ * built on a semaphore (queue slots, FIFO and abortable), a count of busy
+ * workers and an AbortSignal.
  *
  * @module
  */
@@ -18,6 +19,8 @@ import type {
 import { EventBusClosedError, QueueFullError } from "./errors.ts";
 import type { Event } from "./event.ts";
 import { type Permit, Semaphore } from "./semaphore.ts";
+
+const RESOLVED: Promise<void> = Promise.resolve();
 
 /**
  * Options of {@linkcode WorkerPool}.
@@ -76,16 +79,21 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   /** Always `false`: deliveries run in this process. */
   readonly remote: boolean = false;
 
-  #workers: Semaphore;
+  #workers: number;
+  #running = 0;
   #slots: Semaphore;
   #queueSize: number;
   #overflow: "wait" | "reject";
   #groups = new Map<string, Map<string, Group>>();
+  /** Per type, a snapshot of its groups: replaced on change, never mutated. */
+  #targets = new Map<string, Group[]>();
   #queue: Job[] = [];
   #queueHead = 0;
   #ready: Task[] = [];
   #readyHead = 0;
-  #open = new Set<Job>();
+  /** Accepted jobs not yet finished, oldest first (a linked list). */
+  #openHead: Job | undefined;
+  #openTail: Job | undefined;
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #intake = new AbortController();
   #abort = new AbortController();
@@ -120,7 +128,7 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
         }`,
       );
     }
-    this.#workers = new Semaphore(workers);
+    this.#workers = workers;
     this.#slots = new Semaphore(queueSize);
     this.#queueSize = queueSize;
     this.#overflow = overflow;
@@ -142,35 +150,62 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
    * @throws {EventBusClosedError} After `close()`.
    * @throws The signal's reason when it aborts while waiting for room.
    */
-  async publish(event: Event, options?: PublishOptions): Promise<void> {
-    if (this.#closing !== undefined) throw new EventBusClosedError(event.type);
-    const groups = this.#groups.get(event.type);
-    if (groups === undefined) return; // nobody consumes this type here
-    let slot = this.#slots.tryAcquire();
-    if (slot === undefined) {
-      if (this.#overflow === "reject") {
-        throw new QueueFullError(event.type, this.#queueSize);
-      }
-      const signal = options?.signal;
-      slot = await this.#slots.acquire({
-        signal: signal === undefined
-          ? this.#intake.signal
-          : AbortSignal.any([signal, this.#intake.signal]),
-      });
+  publish(event: Event, options?: PublishOptions): Promise<void> {
+    // Not async: the common case (room in the queue) allocates no promise.
+    try {
       if (this.#closing !== undefined) {
-        slot.release();
         throw new EventBusClosedError(event.type);
       }
+      const targets = this.#targets.get(event.type);
+      if (targets === undefined) return RESOLVED; // nobody consumes it here
+      const slot = this.#slots.tryAcquire();
+      if (slot === undefined) return this.#publishWhenRoom(event, options);
+      this.#enqueue(event, targets, slot);
+      return RESOLVED;
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const targets = [...groups.values()];
+  }
+
+  async #publishWhenRoom(
+    event: Event,
+    options: PublishOptions | undefined,
+  ): Promise<void> {
+    if (this.#overflow === "reject") {
+      throw new QueueFullError(event.type, this.#queueSize);
+    }
+    const signal = options?.signal;
+    const slot = await this.#slots.acquire({
+      signal: signal === undefined
+        ? this.#intake.signal
+        : AbortSignal.any([signal, this.#intake.signal]),
+    });
+    if (this.#closing !== undefined) {
+      slot.release();
+      throw new EventBusClosedError(event.type);
+    }
+    // Consumers may have come or gone while we waited.
+    const targets = this.#targets.get(event.type);
+    if (targets === undefined) {
+      slot.release();
+      return;
+    }
+    this.#enqueue(event, targets, slot);
+  }
+
+  #enqueue(event: Event, targets: Group[], slot: Permit): void {
     const job: Job = {
       event,
       targets,
       next: 0,
       pending: targets.length,
       slot,
+      prev: this.#openTail,
+      after: undefined,
     };
-    this.#open.add(job);
+    if (this.#openTail === undefined) this.#openHead = job;
+    else this.#openTail.after = job;
+    this.#openTail = job;
     this.#queue.push(job);
     this.#queued += targets.length;
     this.#pump();
@@ -201,6 +236,7 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
       }
       group.consumers.push(deliver);
       joined.push(group);
+      this.#targets.set(type, [...groups.values()]);
     }
     signal?.addEventListener("abort", () => {
       for (const group of joined) this.#leave(group, deliver);
@@ -230,7 +266,7 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   async #close(options: CloseOptions | undefined): Promise<CloseReport> {
     const { timeout = 30_000, signal } = options ?? {};
     this.#intake.abort(new EventBusClosedError());
-    if (this.#open.size > 0 && !signal?.aborted) {
+    if (this.#openHead !== undefined && !signal?.aborted) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       let onAbort: (() => void) | undefined;
       await new Promise<void>((resolve) => {
@@ -243,7 +279,10 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
       if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
       this.#onIdle = undefined;
     }
-    const abandoned = [...this.#open].map((job) => job.event);
+    const abandoned: Event[] = [];
+    for (let job = this.#openHead; job !== undefined; job = job.after) {
+      abandoned.push(job.event);
+    }
     if (abandoned.length > 0) {
       this.#abort.abort(new EventBusClosedError());
       for (const timer of this.#timers) clearTimeout(timer);
@@ -255,7 +294,7 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
       this.#queueHead = 0;
       this.#ready = [];
       this.#readyHead = 0;
-      this.#open.clear();
+      this.#openHead = this.#openTail = undefined;
       this.#queued = 0;
     }
     return { completed: this.#completed, abandoned };
@@ -267,25 +306,30 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
     if (group.consumers.length > 0) return;
     const groups = this.#groups.get(group.type);
     groups?.delete(group.name);
-    if (groups?.size === 0) this.#groups.delete(group.type);
+    if (groups?.size === 0) {
+      this.#groups.delete(group.type);
+      this.#targets.delete(group.type);
+    } else if (groups !== undefined) {
+      this.#targets.set(group.type, [...groups.values()]);
+    }
   }
 
   #pump(): void {
     while (true) {
       let task: Task;
       if (this.#readyHead < this.#ready.length) {
-        const permit = this.#workers.tryAcquire();
-        if (permit === undefined) return;
+        if (this.#running === this.#workers) return;
+        this.#running++;
         task = this.#ready[this.#readyHead]!;
         this.#ready[this.#readyHead++] = undefined as unknown as Task;
         if (this.#readyHead === this.#ready.length) {
           this.#ready = [];
           this.#readyHead = 0;
         }
-        this.#run(task.job, task.group, task.attempt, permit);
+        this.#run(task.job, task.group, task.attempt);
       } else if (this.#queueHead < this.#queue.length) {
-        const permit = this.#workers.tryAcquire();
-        if (permit === undefined) return;
+        if (this.#running === this.#workers) return;
+        this.#running++;
         const job = this.#queue[this.#queueHead]!;
         const group = job.targets[job.next++]!;
         if (job.next === job.targets.length) {
@@ -299,19 +343,19 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
           }
           job.slot.release();
         }
-        this.#run(job, group, 1, permit);
+        this.#run(job, group, 1);
       } else {
         return;
       }
     }
   }
 
-  #run(job: Job, group: Group, attempt: number, permit: Permit): void {
+  #run(job: Job, group: Group, attempt: number): void {
     this.#queued--;
     const { consumers } = group;
     if (consumers.length === 0) {
       // Every consumer of this name unsubscribed: nobody is left to run it.
-      permit.release();
+      this.#running--;
       this.#finish(job);
       return;
     }
@@ -322,10 +366,10 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
       attempt,
       signal: this.#abort.signal,
     }).then(
-      (result) => this.#settle(job, group, attempt, permit, result),
+      (result) => this.#settle(job, group, attempt, result),
       // Deliver never rejects by contract; a broken one must not lose the job.
       (error: unknown) =>
-        this.#settle(job, group, attempt, permit, {
+        this.#settle(job, group, attempt, {
           status: "retry",
           delay: 0,
           error,
@@ -337,10 +381,9 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
     job: Job,
     group: Group,
     attempt: number,
-    permit: Permit,
     result: DeliveryResult,
   ): void {
-    permit.release();
+    this.#running--;
     if (this.#abort.signal.aborted) return; // closed: reported as abandoned
     switch (result.status) {
       case "completed":
@@ -373,8 +416,14 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
 
   #finish(job: Job): void {
     if (--job.pending > 0) return;
-    this.#open.delete(job);
-    if (this.#open.size === 0) this.#onIdle?.();
+    const { prev, after } = job;
+    if (prev === undefined && this.#openHead !== job) return; // not open
+    if (prev === undefined) this.#openHead = after;
+    else prev.after = after;
+    if (after === undefined) this.#openTail = prev;
+    else after.prev = prev;
+    job.prev = job.after = undefined;
+    if (this.#openHead === undefined) this.#onIdle?.();
   }
 }
 
@@ -391,6 +440,9 @@ interface Job {
   next: number;
   pending: number;
   readonly slot: Permit;
+  /** Neighbours in the pool's list of open jobs. */
+  prev: Job | undefined;
+  after: Job | undefined;
 }
 
 interface Task {
