@@ -54,6 +54,13 @@ export function isTransient(error: unknown): boolean {
   return false;
 }
 
+/** Whether nothing answered the request: no stream, or JetStream not ready. */
+export function isNoResponders(error: unknown): boolean {
+  if (error instanceof errors.NoRespondersError) return true;
+  if (error instanceof RequestError) return error.isNoResponders();
+  return error instanceof Error && error.name === "JetStreamNotEnabled";
+}
+
 /** Whether the connection is gone for good (closed or draining). */
 export function isClosedConnection(error: unknown): boolean {
   return error instanceof errors.ClosedConnectionError ||

@@ -46,6 +46,7 @@ import {
   headerValue,
   Interrupted,
   isClosedConnection,
+  isNoResponders,
   isTransient,
   pause,
 } from "./_util.ts";
@@ -403,7 +404,7 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
     } catch (error) {
       // No stream takes the subject: it may have been deleted, or JetStream
       // restarted without it. Set the streams up again on the next try.
-      if (isTransient(error)) this.#streams = undefined;
+      if (isNoResponders(error)) this.#streams = undefined;
       throw error;
     }
   }
