@@ -513,7 +513,8 @@ export class EventBus<M extends EventMap = EventMap>
           hasAsync = true;
           continue;
         }
-        const error = await this.#runInline(entry, event, options?.signal);
+        let error = this.#runInline(entry, event, options?.signal);
+        if (error instanceof Pending) error = await error.promise;
         if (error !== NO_ERROR) (errors ??= []).push(error);
       }
     }
@@ -563,7 +564,8 @@ export class EventBus<M extends EventMap = EventMap>
     let errors: unknown[] | undefined;
     if (entries !== undefined) {
       for (const entry of entries) {
-        const error = await this.#runInline(entry, event, options?.signal);
+        let error = this.#runInline(entry, event, options?.signal);
+        if (error instanceof Pending) error = await error.promise;
         if (error !== NO_ERROR) (errors ??= []).push(error);
       }
     }
@@ -709,17 +711,34 @@ export class EventBus<M extends EventMap = EventMap>
     );
   }
 
-  /** Runs a handler inline once; resolves with its error or NO_ERROR. */
+  /**
+   * Runs a handler inline once. Returns its error or NO_ERROR at once when
+   * it returned or threw synchronously (no promise, no microtask), else a
+   * Pending whose promise resolves with its error or NO_ERROR.
+   */
   #runInline(
     entry: Entry,
     event: Event,
     signal: AbortSignal | undefined,
-  ): Promise<unknown> {
+  ): unknown {
     const context = new TryContext(1, signal);
-    return runTry(entry, event, context).then(
-      () => NO_ERROR,
-      (error: unknown) => error,
-    ).finally(() => context.done());
+    let result: void | Promise<void>;
+    try {
+      result = entry.handler(event, context);
+    } catch (error) {
+      context.done();
+      return error;
+    }
+    if (!isPromiseLike(result)) {
+      context.done();
+      return NO_ERROR;
+    }
+    return new Pending(
+      settleTry(entry, event, context, result).then(
+        () => NO_ERROR,
+        (error: unknown) => error,
+      ).finally(() => context.done()),
+    );
   }
 
   async #deliver(entry: Entry, delivery: Delivery): Promise<DeliveryResult> {
@@ -784,6 +803,14 @@ interface Entry {
 }
 
 const NO_ERROR: unique symbol = Symbol("no error");
+
+/** An inline try still running: its promise resolves with the error or NO_ERROR. */
+class Pending {
+  readonly promise: Promise<unknown>;
+  constructor(promise: Promise<unknown>) {
+    this.promise = promise;
+  }
+}
 
 const DEFAULT_LOGGER: Logger = {
   debug() {},
@@ -857,6 +884,20 @@ function runTry(
     return Promise.reject(error);
   }
   if (!isPromiseLike(result)) return Promise.resolve();
+  return settleTry(entry, event, context, result);
+}
+
+/**
+ * Waits for a handler's promise, within its timeout: rejects with
+ * `HandlerTimeoutError` once the timeout expired (the context's signal is
+ * aborted with that error).
+ */
+function settleTry(
+  entry: Entry,
+  event: Event,
+  context: TryContext,
+  result: Promise<void>,
+): Promise<void> {
   const { timeout } = entry;
   if (timeout === undefined) return Promise.resolve(result);
   return new Promise<void>((resolve, reject) => {
