@@ -16,6 +16,7 @@ import { isTransient } from "./_util.ts";
 const BACKEND = "nats-jetstream";
 const STREAM_NOT_FOUND = 10059;
 const STREAM_NAME_IN_USE = 10058;
+const SUBJECTS_OVERLAP = 10065;
 
 type Wanted = Pick<
   StreamConfig,
@@ -79,6 +80,7 @@ async function ensureStream(
   wanted: Wanted,
   events: boolean,
 ): Promise<void> {
+  let lastError: unknown;
   for (let round = 0; round < 3; round++) {
     let info: StreamInfo | undefined;
     try {
@@ -105,15 +107,19 @@ async function ensureStream(
       }
       return;
     } catch (error) {
-      // Another process created it first, with other limits: update it.
-      if (isApiError(error, STREAM_NAME_IN_USE)) continue;
+      // Another process created it at the same moment (the server answers
+      // "name in use" or "subjects overlap"): look again, then update it.
+      if (
+        isApiError(error, STREAM_NAME_IN_USE) ||
+        isApiError(error, SUBJECTS_OVERLAP)
+      ) {
+        lastError = error;
+        continue;
+      }
       throw wrap(error, wanted);
     }
   }
-  throw new BackendError(
-    BACKEND,
-    `Cannot create stream "${wanted.name}": other processes keep changing it, give every process the same stream options`,
-  );
+  throw wrap(lastError, wanted);
 }
 
 function checkUsable(config: StreamConfig, wanted: Wanted, events: boolean) {

@@ -80,7 +80,8 @@ const SILENT_LOGGER: Logger = {
  *   stream `"<stream>_DLQ"` with the error and attempts in headers.
  * - Close: stops fetching, lets running tries finish until the timeout, then
  *   aborts them and hands their events back to the broker, which redelivers
- *   them; nothing accepted is lost, so the report's `abandoned` is empty.
+ *   them to the next worker of the name about 2 s later; unfinished events
+ *   never leave the broker, so the report's `abandoned` is empty.
  *
  * @example Producer and worker (two processes)
  * ```ts ignore
@@ -304,8 +305,8 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
 
   /**
    * Stops fetching, lets running tries finish until `timeout`, then aborts
-   * their signals and hands their events back to the broker for prompt
-   * redelivery. Waits (within the same timeout) for publishes in flight.
+   * their signals and hands their events back to the broker, which
+   * redelivers them about 2 s later (not after the ack wait). Waits (within the same timeout) for publishes in flight.
    * Drains the connection when the backend owns it. Closing twice returns
    * the same report.
    *
@@ -534,9 +535,10 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
   }
 
   #renewReconnect(): void {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#reconnected = promise;
-    this.#onReconnect = resolve;
+    // Not Promise.withResolvers: Node 20 lacks it.
+    this.#reconnected = new Promise<void>((resolve) => {
+      this.#onReconnect = resolve;
+    });
   }
 
   #watch(): void {

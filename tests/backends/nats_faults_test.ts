@@ -83,7 +83,7 @@ async function drained(admin: Admin, stream: string, consumer: string) {
         );
         if (
           info !== undefined && info.num_pending === 0 &&
-          info.num_ack_pending === 0 && info.num_redelivered >= 0
+          info.num_ack_pending === 0
         ) return info;
         await work(100);
       }

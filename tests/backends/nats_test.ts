@@ -119,6 +119,27 @@ if (!await reachable("127.0.0.1", 4222)) {
       await closeAll(producer, worker);
     });
 
+    it("rejects with BackendError when another stream holds the subjects", async () => {
+      const names = uniqueNames("overlap");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const other = `${names.stream}_OTHER`;
+      await admin.jsm.streams.add({
+        name: other,
+        subjects: [`${names.subjectPrefix}.>`],
+      });
+      try {
+        const producer = await bus(names);
+        await assert.rejects(
+          producer.emit("order.placed", { n: 1 }),
+          (error: unknown) =>
+            error instanceof BackendError && error.message.includes("overlap"),
+        );
+        await closeAll(producer);
+      } finally {
+        await admin.jsm.streams.delete(other);
+      }
+    });
+
     it("rejects with BackendError when the stream is a work queue", async () => {
       const names = uniqueNames("workq");
       await using admin = await Admin.open(SHARED_NATS, names.stream);
