@@ -142,7 +142,22 @@ const SILENT: Logger = {
   error() {},
 };
 
-/** Options of {@linkcode KafkaBackend}. */
+/**
+ * Options of {@linkcode KafkaBackend}.
+ *
+ * @example Per-customer order with a named topic
+ * ```ts ignore
+ * import { Kafka } from "kafkajs";
+ * import { KafkaBackend, type KafkaBackendOptions } from "@eventbus/core/kafka";
+ * const options: KafkaBackendOptions = {
+ *   topic: "shop-events",
+ *   groupIdPrefix: "shop.",
+ *   key: (event) => (event.data as { customerId: string }).customerId,
+ * };
+ * const backend = new KafkaBackend(new Kafka({ brokers: ["127.0.0.1:9092"] }), options);
+ * await backend.close();
+ * ```
+ */
 export interface KafkaBackendOptions {
   /**
    * The topic every event is written to and read from.
@@ -608,7 +623,7 @@ class GroupConsumer {
   /** Aborted when intake stops (close or detach): no new tries start. */
   #intake = new AbortController();
   /** Resolves when running tries are given up (close deadline). */
-  #giveUp: PromiseWithResolvers<"abandoned"> = Promise.withResolvers();
+  #giveUp: Resolvers<"abandoned"> = withResolvers();
   #running = new Set<AbortController>();
   #tasks = new Set<Promise<unknown>>();
   /** Per partition of the current group generation. */
@@ -991,7 +1006,7 @@ function deadlineOf(
   timeout: number,
   signal: AbortSignal | undefined,
 ): { promise: Promise<void>; clear: () => void } {
-  const { promise, resolve } = Promise.withResolvers<void>();
+  const { promise, resolve } = withResolvers<void>();
   const timer = setTimeout(resolve, timeout);
   const onAbort = (): void => resolve();
   if (signal?.aborted) resolve();
@@ -1003,4 +1018,16 @@ function deadlineOf(
       signal?.removeEventListener("abort", onAbort);
     },
   };
+}
+
+interface Resolvers<T> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+}
+
+/** Promise.withResolvers() for Node 20, which lacks it. */
+function withResolvers<T>(): Resolvers<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
 }

@@ -149,7 +149,21 @@ const SILENT: Logger = {
   error() {},
 };
 
-/** Options of {@linkcode SqsBackend}. */
+/**
+ * Options of {@linkcode SqsBackend}.
+ *
+ * @example FIFO queues with a short long-poll
+ * ```ts ignore
+ * import { SqsBackend, type SqsBackendOptions } from "@eventbus/core/sqs";
+ * const options: SqsBackendOptions = {
+ *   queuePrefix: "shop-",
+ *   fifo: true,
+ *   waitTimeSeconds: 5,
+ * };
+ * const backend = SqsBackend.connect({ region: "eu-west-1" }, options);
+ * await backend.close();
+ * ```
+ */
 export interface SqsBackendOptions {
   /**
    * Prefix of every queue name: `<queuePrefix><handler name>`, and the
@@ -694,7 +708,7 @@ class QueueConsumer {
   #intake = new AbortController();
   /** Aborts the poll in flight (only when close is told to hurry). */
   #poll = new AbortController();
-  #giveUp: PromiseWithResolvers<"abandoned"> = Promise.withResolvers();
+  #giveUp: Resolvers<"abandoned"> = withResolvers();
   #running = new Set<AbortController>();
   #tasks = new Set<Promise<unknown>>();
   #loop: Promise<void> | undefined;
@@ -1029,7 +1043,7 @@ function deadlineOf(
   timeout: number,
   signal: AbortSignal | undefined,
 ): { promise: Promise<void>; clear: () => void } {
-  const { promise, resolve } = Promise.withResolvers<void>();
+  const { promise, resolve } = withResolvers<void>();
   const timer = setTimeout(resolve, timeout);
   const onAbort = (): void => resolve();
   if (signal?.aborted) resolve();
@@ -1041,4 +1055,16 @@ function deadlineOf(
       signal?.removeEventListener("abort", onAbort);
     },
   };
+}
+
+interface Resolvers<T> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+}
+
+/** Promise.withResolvers() for Node 20, which lacks it. */
+function withResolvers<T>(): Resolvers<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
 }
