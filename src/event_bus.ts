@@ -29,7 +29,7 @@ import {
   makeEvent,
 } from "./event.ts";
 import { backoffDelay, resolveRetryPolicy, type RetryPolicy } from "./retry.ts";
-import { WorkerPool } from "./worker_pool.ts";
+import { ACCEPTED, WorkerPool } from "./worker_pool.ts";
 
 const COMPLETED: DeliveryResult = Object.freeze({ status: "completed" });
 
@@ -498,10 +498,36 @@ export class EventBus<M extends EventMap = EventMap>
    * await bus.close();
    * ```
    */
-  async emit<K extends keyof M & string>(
+  emit<K extends keyof M & string>(
     type: K,
     data: M[K],
     options?: EmitOptions,
+  ): Promise<Event<M[K], K>> {
+    const entries = this.#subscriptions.get(type);
+    if (entries !== undefined && hasSyncEntry(entries)) {
+      return this.#emitAfterSyncHandlers(type, data, options);
+    }
+    // No sync handler to run: no await of our own, and no extra turn when
+    // the backend took the event at once (the pool's ACCEPTED).
+    try {
+      const event = this.#prepare(type, data, options);
+      if (entries === undefined && !this.#backend.remote) {
+        return Promise.resolve(event);
+      }
+      if (this.#closing !== undefined) throw new EventBusClosedError(type);
+      const accepted = this.#backend.publish(event, options);
+      return accepted === ACCEPTED
+        ? Promise.resolve(event)
+        : accepted.then(() => event);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #emitAfterSyncHandlers<K extends keyof M & string>(
+    type: K,
+    data: M[K],
+    options: EmitOptions | undefined,
   ): Promise<Event<M[K], K>> {
     const event = this.#prepare(type, data, options);
     const entries = this.#subscriptions.get(type);
@@ -917,6 +943,11 @@ function settleTry(
       },
     );
   });
+}
+
+function hasSyncEntry(entries: readonly Entry[]): boolean {
+  for (const entry of entries) if (!entry.async) return true;
+  return false;
 }
 
 function isPromiseLike(value: unknown): value is Promise<void> {

@@ -20,7 +20,12 @@ import { EventBusClosedError, QueueFullError } from "./errors.ts";
 import type { Event } from "./event.ts";
 import { type Permit, Semaphore } from "./semaphore.ts";
 
-const RESOLVED: Promise<void> = Promise.resolve();
+/**
+ * What publish returns when the event was queued (or nobody consumes it)
+ * at once; the bus resolves emit without another turn when it sees it.
+ * Internal, not re-exported.
+ */
+export const ACCEPTED: Promise<void> = Promise.resolve();
 
 /**
  * Options of {@linkcode WorkerPool}.
@@ -157,11 +162,11 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
         throw new EventBusClosedError(event.type);
       }
       const targets = this.#targets.get(event.type);
-      if (targets === undefined) return RESOLVED; // nobody consumes it here
+      if (targets === undefined) return ACCEPTED; // nobody consumes it here
       const slot = this.#slots.tryAcquire();
       if (slot === undefined) return this.#publishWhenRoom(event, options);
       this.#enqueue(event, targets, slot);
-      return RESOLVED;
+      return ACCEPTED;
     } catch (error) {
       return Promise.reject(error);
     }
