@@ -1,0 +1,305 @@
+// Copyright 2026 the @eventbus/core authors. MIT license.
+// Scenario 5: the JetStream backend against raw nats.js on the local server
+// (127.0.0.1:4222). Every repetition uses its own stream and subjects and
+// deletes them afterwards.
+//
+// - publish: bus `emit` with `window` emits in flight vs raw `js.publish`
+//   with `msgID` and the same window (both await the PubAck);
+// - consume: a pre-filled stream drained by a bus that `listen()`s with one
+//   async handler (fetch, decode, run, ack) vs a raw `consume()` loop that
+//   acks each message;
+// - e2e: latency of one event at a time, emitted by one bus and handled by
+//   another (separate connections) vs raw publish → consume.
+
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { JetStreamBackend } from "../../backends/nats/mod.ts";
+import { EventBus } from "../../mod.ts";
+import {
+  type CaseParams,
+  type CaseRun,
+  deferred,
+  quantile,
+  type Sample,
+} from "../_util.ts";
+
+const SERVER = "127.0.0.1:4222";
+const TYPE = "bench.nats";
+
+type Events = { "bench.nats": { i: number } };
+
+/** The cases of scenario 5, by name. */
+export const cases: Record<string, CaseRun> = {
+  async "bus-publish"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    const window = Number(params.window);
+    return await withNames(async (names) => {
+      const bus = await openBus(names);
+      try {
+        await bus.emit(TYPE, { i: -1 }); // creates the streams, untimed
+        const ring = new Array<Promise<unknown> | undefined>(window);
+        const start = performance.now();
+        for (let i = 0; i < n; i++) {
+          const slot = i % window;
+          if (ring[slot] !== undefined) await ring[slot];
+          ring[slot] = bus.emit(TYPE, { i });
+        }
+        await Promise.all(ring);
+        return { ms: performance.now() - start, ops: n };
+      } finally {
+        await bus.close({ timeout: 1000 });
+      }
+    });
+  },
+
+  async "raw-publish"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    const window = Number(params.window);
+    return await withNames(async (names) => {
+      const nc = await connect({ servers: SERVER });
+      try {
+        await addStream(nc, names);
+        const js = jetstream(nc);
+        const subject = `${names.prefix}.${TYPE}`;
+        const ring = new Array<Promise<unknown> | undefined>(window);
+        const start = performance.now();
+        for (let i = 0; i < n; i++) {
+          const slot = i % window;
+          if (ring[slot] !== undefined) await ring[slot];
+          ring[slot] = js.publish(subject, JSON.stringify({ i }), {
+            msgID: crypto.randomUUID(),
+          });
+        }
+        await Promise.all(ring);
+        return { ms: performance.now() - start, ops: n };
+      } finally {
+        await nc.close();
+      }
+    });
+  },
+
+  async "bus-consume"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withNames(async (names) => {
+      // The backend's durable consumers start at new events: create the
+      // consumer first (listen, close), then fill the stream, untimed.
+      const first = await openBus(names);
+      first.subscribe(TYPE, () => {}, { async: true, name: "bench" });
+      await first.listen();
+      await first.close({ timeout: 1000 });
+      const producer = await openBus(names);
+      try {
+        await fill(n, (i) => producer.emit(TYPE, { i }));
+      } finally {
+        await producer.close({ timeout: 1000 });
+      }
+      const worker = await openBus(names);
+      try {
+        const all = deferred();
+        let handled = 0;
+        worker.subscribe(TYPE, () => {
+          if (++handled === n) all.resolve();
+        }, { async: true, name: "bench" });
+        const start = performance.now();
+        await worker.listen();
+        await all.promise;
+        return { ms: performance.now() - start, ops: n };
+      } finally {
+        await worker.close({ timeout: 1000 });
+      }
+    });
+  },
+
+  async "raw-consume"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withNames(async (names) => {
+      const nc = await connect({ servers: SERVER });
+      try {
+        await addStream(nc, names);
+        const js = jetstream(nc);
+        const subject = `${names.prefix}.${TYPE}`;
+        await fill(
+          n,
+          (i) =>
+            js.publish(subject, JSON.stringify({ i }), {
+              msgID: crypto.randomUUID(),
+            }),
+        );
+        const start = performance.now();
+        const jsm = await jetstreamManager(nc);
+        await jsm.consumers.add(names.stream, {
+          durable_name: "bench",
+          ack_policy: AckPolicy.Explicit,
+          deliver_policy: DeliverPolicy.All,
+        });
+        const consumer = await js.consumers.get(names.stream, "bench");
+        const messages = await consumer.consume();
+        let handled = 0;
+        for await (const m of messages) {
+          JSON.parse(m.string());
+          m.ack();
+          if (++handled === n) break;
+        }
+        const ms = performance.now() - start;
+        await messages.close();
+        return { ms, ops: n };
+      } finally {
+        await nc.close();
+      }
+    });
+  },
+
+  async "bus-e2e"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withNames(async (names) => {
+      const producer = await openBus(names);
+      const worker = await openBus(names);
+      try {
+        let arrived = deferred<number>();
+        worker.subscribe(TYPE, (event) => {
+          arrived.resolve(event.data.i);
+        }, { async: true, name: "bench" });
+        await worker.listen();
+        await producer.emit(TYPE, { i: -1 }); // untimed first event
+        await arrived.promise;
+        const latencies = new Float64Array(n);
+        const start = performance.now();
+        for (let i = 0; i < n; i++) {
+          arrived = deferred<number>();
+          const t0 = performance.now();
+          await producer.emit(TYPE, { i });
+          const got = await arrived.promise;
+          latencies[i] = performance.now() - t0;
+          if (got !== i) throw new Error(`expected event ${i}, got ${got}`);
+        }
+        const ms = performance.now() - start;
+        return { ms, ops: n, extra: percentiles(latencies) };
+      } finally {
+        await producer.close({ timeout: 1000 });
+        await worker.close({ timeout: 1000 });
+      }
+    });
+  },
+
+  async "raw-e2e"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withNames(async (names) => {
+      const pub = await connect({ servers: SERVER });
+      const sub = await connect({ servers: SERVER });
+      try {
+        await addStream(pub, names);
+        const subject = `${names.prefix}.${TYPE}`;
+        const js = jetstream(pub);
+        const jsm = await jetstreamManager(sub);
+        await jsm.consumers.add(names.stream, {
+          durable_name: "bench",
+          ack_policy: AckPolicy.Explicit,
+          deliver_policy: DeliverPolicy.New,
+        });
+        const consumer = await jetstream(sub).consumers.get(
+          names.stream,
+          "bench",
+        );
+        const messages = await consumer.consume({ max_messages: 10 });
+        let arrived = deferred<number>();
+        const loop = (async () => {
+          for await (const m of messages) {
+            const { i } = JSON.parse(m.string()) as { i: number };
+            m.ack();
+            arrived.resolve(i);
+          }
+        })();
+        await js.publish(subject, JSON.stringify({ i: -1 }), {
+          msgID: crypto.randomUUID(),
+        });
+        await arrived.promise;
+        const latencies = new Float64Array(n);
+        const start = performance.now();
+        for (let i = 0; i < n; i++) {
+          arrived = deferred<number>();
+          const t0 = performance.now();
+          await js.publish(subject, JSON.stringify({ i }), {
+            msgID: crypto.randomUUID(),
+          });
+          const got = await arrived.promise;
+          latencies[i] = performance.now() - t0;
+          if (got !== i) throw new Error(`expected event ${i}, got ${got}`);
+        }
+        const ms = performance.now() - start;
+        await messages.close();
+        await loop;
+        return { ms, ops: n, extra: percentiles(latencies) };
+      } finally {
+        await pub.close();
+        await sub.close();
+      }
+    });
+  },
+};
+
+interface Names {
+  stream: string;
+  prefix: string;
+}
+
+/** Runs `body` with a fresh stream name and subject prefix, then deletes them. */
+async function withNames<T>(body: (names: Names) => Promise<T>): Promise<T> {
+  const id = crypto.randomUUID().slice(0, 8);
+  const names = { stream: `BENCH_${id}`, prefix: `bench_${id}` };
+  try {
+    return await body(names);
+  } finally {
+    const nc = await connect({ servers: SERVER });
+    try {
+      const jsm = await jetstreamManager(nc);
+      for (const name of [names.stream, `${names.stream}_DLQ`]) {
+        await jsm.streams.delete(name).catch(() => false);
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+}
+
+function openBus(names: Names): Promise<EventBus<Events>> {
+  return JetStreamBackend.connect({ servers: SERVER }, {
+    stream: names.stream,
+    subjectPrefix: names.prefix,
+  }).then((backend) => new EventBus<Events>({ backend }));
+}
+
+async function addStream(nc: NatsConnection, names: Names): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({
+    name: names.stream,
+    subjects: [`${names.prefix}.>`],
+  });
+}
+
+/** Publishes `n` events, 256 at a time, untimed. */
+async function fill(
+  n: number,
+  publish: (i: number) => Promise<unknown>,
+): Promise<void> {
+  const ring = new Array<Promise<unknown> | undefined>(256);
+  for (let i = 0; i < n; i++) {
+    const slot = i % 256;
+    if (ring[slot] !== undefined) await ring[slot];
+    ring[slot] = publish(i);
+  }
+  await Promise.all(ring);
+}
+
+function percentiles(latencies: Float64Array): Record<string, number> {
+  const sorted = latencies.slice().sort();
+  return {
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    mean: sorted.reduce((a, b) => a + b, 0) / sorted.length,
+  };
+}
