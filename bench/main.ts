@@ -175,11 +175,12 @@ const SCENARIOS: Scenario[] = [
     analyse(cases) {
       const bus = rateOf(cases, "bus");
       const ratios: Ratio[] = PEERS_1.map((peer) => {
-        const target =
-          ({ "p-limit": 1, emittery: 2.5, "p-queue": 10 } as Record<
-            string,
-            number
-          >)[peer];
+        // The issue sets scenario 1's targets for Deno.
+        const target = RUNTIME !== "deno" ? undefined : ({
+          "p-limit": 1,
+          emittery: 2.5,
+          "p-queue": 10,
+        } as Record<string, number>)[peer];
         return ratio(
           `bus/${peer}`,
           `bus ÷ ${peer} (events/s)`,
@@ -188,6 +189,16 @@ const SCENARIOS: Scenario[] = [
         );
       });
       const rss = find(cases, "bus")?.peakRssBytes ?? NaN;
+      for (const peer of ["emittery", "p-queue", "p-limit", "fastq"]) {
+        ratios.push(
+          ratio(
+            `rss/${peer}`,
+            `peak RSS: ${peer} ÷ bus`,
+            (find(cases, peer)?.peakRssBytes ?? NaN) / rss,
+          ),
+        );
+      }
+      if (RUNTIME !== "deno") return { ratios, checks: [] };
       return {
         ratios,
         checks: [
@@ -672,7 +683,13 @@ function versions(): Record<string, string> {
     } catch {
       // not installed in node_modules
     }
-    version ??= lock.specifiers?.[spec]?.replace(/_.*$/, "");
+    // deno.lock: "npm:<name>@<range>": "<version>", possibly under another
+    // range written elsewhere in the repo.
+    const locked = lock.specifiers?.[spec] ??
+      Object.entries(lock.specifiers ?? {}).find(([key]) =>
+        key.startsWith(`npm:${name}@`)
+      )?.[1];
+    version ??= locked?.replace(/_.*$/, "");
     out[name] = version ?? spec.replace(/^npm:[^@]*(@[^@]*)?@/, "");
   }
   return out;
