@@ -888,5 +888,7 @@ const header = [
   `Ratios are measured in the same run on the same machine; absolute numbers vary by machine. ${REPS} repetitions after a warm-up; "spread" is ±half the min–max range around the median.`,
   "",
 ];
-console.log(header.join("\n") + reports.map(markdownScenario).join("\n"));
+console.log(
+  header.join("\n") + "\n" + reports.map(markdownScenario).join("\n"),
+);
 console.error(`bench: wrote ${OUT} in ${result.durationSeconds} s`);
