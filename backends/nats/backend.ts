@@ -113,7 +113,11 @@ const SILENT_LOGGER: Logger = {
  * import { JetStreamBackend } from "@eventbus/core/nats";
  * import { connect } from "@nats-io/transport-node";
  *
- * const nc = await connect({ servers: "127.0.0.1:4222", maxReconnectAttempts: -1 });
+ * const nc = await connect({
+ *   servers: "127.0.0.1:4222",
+ *   maxReconnectAttempts: -1, // outlive broker restarts
+ *   noAsyncTraces: true, // no stack trace captured per publish
+ * });
  * const bus = new EventBus({ backend: new JetStreamBackend(nc, { stream: "EVENTS" }) });
  * await bus.emit("user.signup", { email: "ada@example.com" });
  * await bus.close(); // leaves nc open: you opened it
@@ -150,7 +154,8 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    *
    * @param nc An open connection, from any transport. The backend never
    *   closes it; give it `maxReconnectAttempts: -1` so it outlives broker
-   *   restarts.
+   *   restarts, and `noAsyncTraces: true` for faster publishes (nats.js
+   *   otherwise captures a stack trace for every request).
    * @param options Stream, subjects, timeouts, ordering and limits.
    * @throws {RangeError} When an option is out of range.
    */
@@ -171,7 +176,10 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    * Opens a TCP connection (`@nats-io/transport-node`, which runs on Deno,
    * Bun and Node) that the backend owns and drains on `close()`. Unless
    * given, `maxReconnectAttempts` is -1: the connection waits for a
-   * restarted broker for as long as it takes.
+   * restarted broker for as long as it takes, and `noAsyncTraces` is true:
+   * nats.js then no longer captures a stack trace for every request, which
+   * makes each publish markedly cheaper (errors keep their type and
+   * message, without the caller's stack).
    *
    * @param server Connection options, such as `{ servers: "127.0.0.1:4222" }`.
    * @param options Backend options; `connectTimeout` waits for a server
@@ -196,7 +204,11 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
   ): Promise<JetStreamBackend> {
     const { connectTimeout } = resolveOptions(options);
     const deadline = Date.now() + connectTimeout;
-    const settings = { maxReconnectAttempts: -1, ...server };
+    const settings = {
+      maxReconnectAttempts: -1,
+      noAsyncTraces: true,
+      ...server,
+    };
     let tries = 0;
     while (true) {
       try {
