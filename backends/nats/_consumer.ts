@@ -222,7 +222,9 @@ export class ConsumerLoop {
 
   async #open(consumer: Consumer): Promise<ConsumerMessages> {
     const messages = await consumer.consume({
-      max_messages: this.#context.options.concurrency,
+      // More than the handler slots: the next events are here when a slot
+      // frees. They wait in nats.js's buffer until a slot takes them.
+      max_messages: this.#context.options.prefetch,
       expires: PULL_EXPIRES,
       idle_heartbeat: PULL_HEARTBEAT,
     });

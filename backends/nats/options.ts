@@ -59,11 +59,22 @@ export interface JetStreamBackendOptions {
    */
   replicas?: number;
   /**
-   * How many handler calls each consumer runs at once in this process; as
-   * many more events are fetched ahead. Always 1 when `ordered`.
+   * How many handler calls each consumer runs at once in this process.
+   * Always 1 when `ordered`.
    * @default {10}
    */
   concurrency?: number;
+  /**
+   * How many events each consumer asks the broker for ahead of its free
+   * handler slots (at least `concurrency`; always 1 when `ordered`). More
+   * makes draining a backlog faster (the broker sends them in fewer, larger
+   * pulls), but an event waiting here is not yet reported as in progress:
+   * if it waits longer than `ackWait` (about `prefetch / concurrency`
+   * handler runs), the broker delivers it once more. For handlers that run
+   * for seconds, lower it towards `concurrency` or raise `ackWait`.
+   * @default {"max(100, 4 × concurrency), at most 1000"}
+   */
+  prefetch?: number;
   /**
    * The window in which the broker drops a second event with the same id,
    * in ms.
