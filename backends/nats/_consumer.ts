@@ -84,7 +84,8 @@ interface InFlight {
   readonly msg: JsMsg;
   readonly controller: AbortController;
   released: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** While the handler runs: when the broker last heard of it (ms). */
+  beat: number | undefined;
 }
 
 /** The consumer config for a handler. */
@@ -116,10 +117,16 @@ export class ConsumerLoop {
   #running = false;
   #idle: (() => void)[] = [];
   #repairing: Promise<void> | undefined;
+  /** The one timer that tells the broker running tries are in progress. */
+  #beatTimer: ReturnType<typeof setTimeout> | undefined;
+  #beatEvery: number;
 
   constructor(context: LoopContext) {
     this.#context = context;
     this.#slots = new Semaphore(context.options.concurrency);
+    // Ticking every quarter ack wait and beating for tries silent for a
+    // quarter, no try goes longer than half the ack wait without a beat.
+    this.#beatEvery = Math.max(25, Math.floor(context.options.ackWait / 4));
   }
 
   /** Creates or updates the consumer, starts fetching; resolves when ready. */
@@ -160,11 +167,12 @@ export class ConsumerLoop {
     this.stop();
     for (const entry of this.#inFlight) {
       entry.released = true;
-      clearTimeout(entry.timer);
+      entry.beat = undefined;
       respond(entry.msg, (m) => m.nak(RELEASE_DELAY));
       entry.controller.abort(new EventBusClosedError());
     }
     this.#inFlight.clear();
+    this.#stopBeats();
     this.#checkIdle();
   }
 
@@ -284,10 +292,14 @@ export class ConsumerLoop {
     while (true) {
       let permit: Permit | undefined;
       if (!this.#stop.signal.aborted) {
-        try {
-          permit = await this.#slots.acquire({ signal: this.#stop.signal });
-        } catch {
-          // stopping: hand back what is buffered
+        // A free slot is taken at once, without a turn of the event loop.
+        permit = this.#slots.tryAcquire();
+        if (permit === undefined) {
+          try {
+            permit = await this.#slots.acquire({ signal: this.#stop.signal });
+          } catch {
+            // stopping: hand back what is buffered
+          }
         }
       }
       let next: IteratorResult<JsMsg>;
@@ -315,7 +327,7 @@ export class ConsumerLoop {
       msg,
       controller: new AbortController(),
       released: false,
-      timer: undefined,
+      beat: undefined,
     };
     this.#inFlight.add(entry);
     try {
@@ -329,9 +341,10 @@ export class ConsumerLoop {
       );
       if (!entry.released) respond(msg, (m) => m.nak(this.#nakDelay(1_000)));
     } finally {
-      clearTimeout(entry.timer);
+      entry.beat = undefined;
       permit.release();
       this.#inFlight.delete(entry);
+      if (this.#inFlight.size === 0) this.#stopBeats();
       this.#checkIdle();
     }
   }
@@ -377,7 +390,7 @@ export class ConsumerLoop {
       // Deliver never rejects by contract; a broken one must not lose events.
       result = { status: "retry", delay: 1_000, error };
     }
-    clearTimeout(entry.timer);
+    entry.beat = undefined;
     if (entry.released) return; // close() already handed it back
     switch (result.status) {
       case "completed":
@@ -429,13 +442,28 @@ export class ConsumerLoop {
 
   /** Tells the broker a long try is still running, every half ack wait. */
   #keepAlive(entry: InFlight): void {
-    const half = Math.max(50, Math.floor(this.#context.options.ackWait / 2));
-    const tick = (): void => {
-      if (entry.released) return;
-      respond(entry.msg, (m) => m.working());
-      entry.timer = setTimeout(tick, half);
-    };
-    entry.timer = setTimeout(tick, half);
+    entry.beat = Date.now();
+    this.#beatTimer ??= setTimeout(this.#beats, this.#beatEvery);
+  }
+
+  #beats = (): void => {
+    this.#beatTimer = undefined;
+    const now = Date.now();
+    let running = false;
+    for (const entry of this.#inFlight) {
+      if (entry.beat === undefined || entry.released) continue;
+      running = true;
+      if (now - entry.beat >= this.#beatEvery) {
+        entry.beat = now;
+        respond(entry.msg, (m) => m.working());
+      }
+    }
+    if (running) this.#beatTimer = setTimeout(this.#beats, this.#beatEvery);
+  };
+
+  #stopBeats(): void {
+    clearTimeout(this.#beatTimer);
+    this.#beatTimer = undefined;
   }
 
   #watch(messages: ConsumerMessages): void {
