@@ -120,6 +120,9 @@ export class ConsumerLoop {
   /** The one timer that tells the broker running tries are in progress. */
   #beatTimer: ReturnType<typeof setTimeout> | undefined;
   #beatEvery: number;
+  /** Acks of completed tries, sent together at the next macrotask. */
+  #acks: JsMsg[] = [];
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(context: LoopContext) {
     this.#context = context;
@@ -165,6 +168,7 @@ export class ConsumerLoop {
    */
   release(): void {
     this.stop();
+    this.#flushAcks();
     for (const entry of this.#inFlight) {
       entry.released = true;
       entry.beat = undefined;
@@ -344,7 +348,10 @@ export class ConsumerLoop {
       entry.beat = undefined;
       permit.release();
       this.#inFlight.delete(entry);
-      if (this.#inFlight.size === 0) this.#stopBeats();
+      if (this.#inFlight.size === 0) {
+        this.#stopBeats();
+        this.#flushAcks();
+      }
       this.#checkIdle();
     }
   }
@@ -394,7 +401,7 @@ export class ConsumerLoop {
     if (entry.released) return; // close() already handed it back
     switch (result.status) {
       case "completed":
-        respond(msg, (m) => m.ack());
+        this.#ack(msg);
         this.#context.completed();
         return;
       case "retry":
@@ -459,6 +466,25 @@ export class ConsumerLoop {
       }
     }
     if (running) this.#beatTimer = setTimeout(this.#beats, this.#beatEvery);
+  };
+
+  /**
+   * Queues an ack. Acks sent one by one each cost a socket write; queued
+   * until the next macrotask (or until no try runs, or close() hands the
+   * rest back), the completions of one batch go out in one write.
+   */
+  #ack(msg: JsMsg): void {
+    this.#acks.push(msg);
+    this.#ackTimer ??= setTimeout(this.#flushAcks, 0);
+  }
+
+  #flushAcks = (): void => {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    const acks = this.#acks;
+    if (acks.length === 0) return;
+    this.#acks = [];
+    for (const msg of acks) respond(msg, (m) => m.ack());
   };
 
   #stopBeats(): void {
