@@ -158,7 +158,10 @@ export class ConsumerLoop {
 
   /** Resolves once nothing runs and the fetch loop has ended. */
   whenIdle(): Promise<void> {
-    if (this.#isIdle()) return Promise.resolve();
+    if (this.#isIdle()) {
+      this.#flushAcks(); // before close() drains the connection
+      return Promise.resolve();
+    }
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
@@ -350,7 +353,11 @@ export class ConsumerLoop {
       this.#inFlight.delete(entry);
       if (this.#inFlight.size === 0) {
         this.#stopBeats();
-        this.#flushAcks();
+        // Ordered: the broker sends the next event only once this ack
+        // arrives. Otherwise the ack waits for its macrotask: written at
+        // once, it delays the reading of everything else, such as the
+        // PubAcks of a producer in the same process.
+        if (this.#context.options.ordered) this.#flushAcks();
       }
       this.#checkIdle();
     }
@@ -470,8 +477,9 @@ export class ConsumerLoop {
 
   /**
    * Queues an ack. Acks sent one by one each cost a socket write; queued
-   * until the next macrotask (or until no try runs, or close() hands the
-   * rest back), the completions of one batch go out in one write.
+   * until the next macrotask (or until close() waits for this consumer or
+   * hands the rest back; at once when ordered), the completions of one
+   * batch go out in one write.
    */
   #ack(msg: JsMsg): void {
     this.#acks.push(msg);
@@ -545,6 +553,7 @@ export class ConsumerLoop {
 
   #checkIdle(): void {
     if (!this.#isIdle() || this.#idle.length === 0) return;
+    this.#flushAcks(); // before close() drains the connection
     const waiters = this.#idle;
     this.#idle = [];
     for (const resolve of waiters) resolve();
