@@ -41,7 +41,13 @@ export class Admin implements AsyncDisposable {
     stream?: string,
   ): Promise<Admin> {
     const nc = await connect({ servers, maxReconnectAttempts: -1 });
-    const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+    // checkAPI: false skips the account-info probe, which can time out on a
+    // cluster that just formed while the machine is busy; the requests the
+    // tests make later carry their own timeout.
+    const jsm = await jetstreamManager(nc, {
+      timeout: 10_000,
+      checkAPI: false,
+    });
     return new Admin(
       nc,
       jsm,
