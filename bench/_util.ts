@@ -94,6 +94,44 @@ export function rss(): number {
   return process.memoryUsage.rss();
 }
 
+/**
+ * Calls `publish(i)` for every `i` below `n` with at most `window` calls in
+ * flight, as a producer keeps a window of unacknowledged publishes, and
+ * resolves once every call settled.
+ */
+export async function windowed(
+  n: number,
+  window: number,
+  publish: (i: number) => Promise<unknown>,
+): Promise<void> {
+  const ring = new Array<Promise<unknown> | undefined>(window);
+  for (let i = 0; i < n; i++) {
+    const slot = i % window;
+    if (ring[slot] !== undefined) await ring[slot];
+    ring[slot] = publish(i);
+  }
+  await Promise.all(ring);
+}
+
+/** Times {@linkcode windowed} with the case's `events` and `window`. */
+export async function timeWindowed(
+  params: CaseParams,
+  publish: (i: number) => Promise<unknown>,
+): Promise<Sample> {
+  const n = Number(params.events);
+  const start = performance.now();
+  await windowed(n, Number(params.window), publish);
+  return { ms: performance.now() - start, ops: n };
+}
+
+/** Publishes `n` events, 256 at a time, untimed (to fill a stream or queue). */
+export function fill(
+  n: number,
+  publish: (i: number) => Promise<unknown>,
+): Promise<void> {
+  return windowed(n, 256, publish);
+}
+
 /** A promise and its resolver. */
 export function deferred<T = void>(): {
   promise: Promise<T>;

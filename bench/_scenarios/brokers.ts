@@ -21,7 +21,9 @@ import {
   type CaseParams,
   type CaseRun,
   deferred,
+  fill,
   type Sample,
+  timeWindowed,
 } from "../_util.ts";
 
 const REDIS = "redis://127.0.0.1:6379";
@@ -209,23 +211,6 @@ export const cases: Record<string, CaseRun> = {
 
 // ---------------------------------------------------------------- shared
 
-async function timeWindowed(
-  params: CaseParams,
-  publish: (i: number) => Promise<unknown>,
-): Promise<Sample> {
-  const n = Number(params.events);
-  const window = Number(params.window);
-  const ring = new Array<Promise<unknown> | undefined>(window);
-  const start = performance.now();
-  for (let i = 0; i < n; i++) {
-    const slot = i % window;
-    if (ring[slot] !== undefined) await ring[slot];
-    ring[slot] = publish(i);
-  }
-  await Promise.all(ring);
-  return { ms: performance.now() - start, ops: n };
-}
-
 async function timeBusConsume(
   worker: EventBus<Events>,
   n: number,
@@ -239,20 +224,6 @@ async function timeBusConsume(
   await worker.listen();
   await all.promise;
   return { ms: performance.now() - start, ops: n };
-}
-
-/** Publishes `n` events, 256 at a time, untimed. */
-async function fill(
-  n: number,
-  publish: (i: number) => Promise<unknown>,
-): Promise<void> {
-  const ring = new Array<Promise<unknown> | undefined>(256);
-  for (let i = 0; i < n; i++) {
-    const slot = i % 256;
-    if (ring[slot] !== undefined) await ring[slot];
-    ring[slot] = publish(i);
-  }
-  await Promise.all(ring);
 }
 
 // ---------------------------------------------------------------- Redis

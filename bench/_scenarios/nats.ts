@@ -24,8 +24,10 @@ import {
   type CaseParams,
   type CaseRun,
   deferred,
+  fill,
   quantile,
   type Sample,
+  timeWindowed,
 } from "../_util.ts";
 
 const SERVER = "127.0.0.1:4222";
@@ -36,21 +38,11 @@ type Events = { "bench.nats": { i: number } };
 /** The cases of scenario 5, by name. */
 export const cases: Record<string, CaseRun> = {
   async "bus-publish"(params: CaseParams): Promise<Sample> {
-    const n = Number(params.events);
-    const window = Number(params.window);
     return await withNames(async (names) => {
       const bus = await openBus(names);
       try {
         await bus.emit(TYPE, { i: -1 }); // creates the streams, untimed
-        const ring = new Array<Promise<unknown> | undefined>(window);
-        const start = performance.now();
-        for (let i = 0; i < n; i++) {
-          const slot = i % window;
-          if (ring[slot] !== undefined) await ring[slot];
-          ring[slot] = bus.emit(TYPE, { i });
-        }
-        await Promise.all(ring);
-        return { ms: performance.now() - start, ops: n };
+        return await timeWindowed(params, (i) => bus.emit(TYPE, { i }));
       } finally {
         await bus.close({ timeout: 1000 });
       }
@@ -58,25 +50,19 @@ export const cases: Record<string, CaseRun> = {
   },
 
   async "raw-publish"(params: CaseParams): Promise<Sample> {
-    const n = Number(params.events);
-    const window = Number(params.window);
     return await withNames(async (names) => {
       const nc = await connect({ servers: SERVER });
       try {
         await addStream(nc, names);
         const js = jetstream(nc);
         const subject = `${names.prefix}.${TYPE}`;
-        const ring = new Array<Promise<unknown> | undefined>(window);
-        const start = performance.now();
-        for (let i = 0; i < n; i++) {
-          const slot = i % window;
-          if (ring[slot] !== undefined) await ring[slot];
-          ring[slot] = js.publish(subject, JSON.stringify({ i }), {
-            msgID: crypto.randomUUID(),
-          });
-        }
-        await Promise.all(ring);
-        return { ms: performance.now() - start, ops: n };
+        return await timeWindowed(
+          params,
+          (i) =>
+            js.publish(subject, JSON.stringify({ i }), {
+              msgID: crypto.randomUUID(),
+            }),
+        );
       } finally {
         await nc.close();
       }
@@ -279,20 +265,6 @@ async function addStream(nc: NatsConnection, names: Names): Promise<void> {
     name: names.stream,
     subjects: [`${names.prefix}.>`],
   });
-}
-
-/** Publishes `n` events, 256 at a time, untimed. */
-async function fill(
-  n: number,
-  publish: (i: number) => Promise<unknown>,
-): Promise<void> {
-  const ring = new Array<Promise<unknown> | undefined>(256);
-  for (let i = 0; i < n; i++) {
-    const slot = i % 256;
-    if (ring[slot] !== undefined) await ring[slot];
-    ring[slot] = publish(i);
-  }
-  await Promise.all(ring);
 }
 
 function percentiles(latencies: Float64Array): Record<string, number> {
