@@ -30,6 +30,24 @@ export class Counter {
   }
 }
 
+/**
+ * Records deliveries by event id for at-least-once tests: every arrival in
+ * `all` (duplicates included), the distinct ids in `unique`, and `distinct`,
+ * a counter of distinct ids that tests await.
+ */
+export class Deliveries {
+  readonly all: string[] = [];
+  readonly unique: Set<string> = new Set();
+  readonly distinct: Counter = new Counter();
+
+  record(id: string): void {
+    this.all.push(id);
+    if (this.unique.has(id)) return;
+    this.unique.add(id);
+    this.distinct.add();
+  }
+}
+
 /** Rejects with a message after `timeout` ms unless `promise` settles first. */
 export function withDeadline<T>(
   promise: Promise<T>,

@@ -22,7 +22,14 @@ import {
   NatsServer,
   natsServerBinary,
 } from "../_nats_server.ts";
-import { Counter, MemoryLogger, tally, withDeadline, work } from "../_util.ts";
+import {
+  Counter,
+  Deliveries,
+  MemoryLogger,
+  tally,
+  withDeadline,
+  work,
+} from "../_util.ts";
 import { Admin, scriptCommand, uniqueNames } from "./_nats.ts";
 
 type Events = { "job.run": { n: number } };
@@ -152,16 +159,12 @@ if (natsServerBinary() === undefined) {
       const options = { ...names, ackWait: 3_000, publishTimeout: 30_000 };
       const worker = await bus(server.url, options);
       const producer = await bus(server.url, options);
-      const seen: string[] = [];
-      const unique = new Set<string>();
-      const handled = new Counter();
-      worker.subscribe("job.run", (event) => {
-        seen.push(event.id);
-        if (!unique.has(event.id)) {
-          unique.add(event.id);
-          handled.add();
-        }
-      }, { async: true, name: "survivor" });
+      const deliveries = new Deliveries();
+      const { all: seen, distinct: handled } = deliveries;
+      worker.subscribe("job.run", (event) => deliveries.record(event.id), {
+        async: true,
+        name: "survivor",
+      });
       await worker.listen();
 
       const total = 5_000;
@@ -277,16 +280,12 @@ if (natsServerBinary() === undefined) {
       const worker = await bus(cluster.urls, options);
       const producer = await bus(cluster.urls, options);
       await using admin = await Admin.open(cluster.urls);
-      const seen: string[] = [];
-      const unique = new Set<string>();
-      const handled = new Counter();
-      worker.subscribe("job.run", (event) => {
-        seen.push(event.id);
-        if (!unique.has(event.id)) {
-          unique.add(event.id);
-          handled.add();
-        }
-      }, { async: true, name: "replicated" });
+      const deliveries = new Deliveries();
+      const { all: seen, distinct: handled } = deliveries;
+      worker.subscribe("job.run", (event) => deliveries.record(event.id), {
+        async: true,
+        name: "replicated",
+      });
       await worker.listen();
       const info = await admin.jsm.streams.info(names.stream);
       assert.equal(info.config.num_replicas, 3);

@@ -19,7 +19,14 @@ import {
 } from "../../mod.ts";
 import { RedisStreamsBackend } from "../../backends/redis.ts";
 import { brokerMissing, reachable } from "../_brokers.ts";
-import { Counter, MemoryLogger, tally, withDeadline, work } from "../_util.ts";
+import {
+  Counter,
+  Deliveries,
+  MemoryLogger,
+  tally,
+  withDeadline,
+  work,
+} from "../_util.ts";
 
 const URL = "redis://127.0.0.1:6379";
 const TIMEOUT = 20_000;
@@ -294,16 +301,11 @@ if (!await reachable("127.0.0.1", 6379)) {
           ),
           logger,
         });
-        const handled: string[] = [];
-        const unique = new Set<string>();
-        const reached = new Counter();
+        const deliveries = new Deliveries();
+        const { all: handled, distinct: reached } = deliveries;
         worker.subscribe("order.placed", async (event) => {
-          handled.push(event.id);
           await work(2);
-          if (!unique.has(event.id)) {
-            unique.add(event.id);
-            reached.add();
-          }
+          deliveries.record(event.id);
         }, { async: true, name: "fulfil" });
         await worker.listen();
 
