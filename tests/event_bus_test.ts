@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  type AsyncBackend,
   type DeadLetterError,
   type Event,
   EventBus,
@@ -136,10 +137,22 @@ test("EventBus.emit() rejects with the backend's error over a sync handler's fai
 });
 
 test("EventBus.emit() with an in-process backend skips the backend when no async handler exists", async () => {
-  const pool = new WorkerPool({ queueSize: 1, overflow: "reject" });
-  const bus = new EventBus<Events>({ backend: pool });
+  const published: string[] = [];
+  const backend: AsyncBackend = {
+    name: "counting",
+    remote: false,
+    publish: (event) => (published.push(event.type), Promise.resolve()),
+    consume: () => Promise.resolve(),
+    close: () => Promise.resolve({ completed: 0, abandoned: [] }),
+  };
+  const bus = new EventBus<Events>({ backend });
+  bus.subscribe("user.signup", () => {}); // sync only
   for (let i = 0; i < 5; i++) await bus.emit("user.signup", { id: `${i}` });
-  assert.equal(bus.stats().queued, 0);
+  await bus.emit("cache.cleared", undefined); // no handler at all
+  assert.deepEqual(published, []);
+  bus.subscribe("user.signup", () => {}, { async: true, name: "now-async" });
+  await bus.emit("user.signup", { id: "5" });
+  assert.deepEqual(published, ["user.signup"], "handed on once when async");
   await bus.close();
 });
 
