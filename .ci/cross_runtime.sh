@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # Copyright 2026 the @eventbus/core authors. MIT license.
 #
-# Proves the package's runtime and registry claims (issue #6):
-#   node      the core smoke (tests/smoke/core_smoke.ts) under Node through tsx
-#   chromium  the same smoke in headless Debian Chromium, via playwright-core
-#   deno, bun the same smoke file run directly by Deno and Bun
-#   jsr       deno publish --dry-run (and nothing from tests/, bench/,
-#             examples/, .ci/ in its file list), deno doc --lint per entry,
-#             a @module doc and titled @example on every export (doc_audit.mjs)
-# Each group prints "<group>: N passed, N failed"; the last line is the sum,
-# "cross-runtime: N passed, N failed". Exits 1 when anything failed.
+# Proves the package's runtime and registry claims (issues #6, #11):
+#   node      the whole test suite (tests/, brokers included) on Node
+#             through tsx: the README's `npm test`, counted from the JUnit
+#             report of node --test (Deno and Bun run it in .ci/run)
+#   chromium  the browser smoke (tests/smoke/core_smoke.ts: emit, emitSync,
+#             the pool, timeouts, aborts, the conformance suite on the
+#             WorkerPool) in headless Debian Chromium, via playwright-core
+#   jsr       per JSR package of the workspace (@eventbus/core and each
+#             member, from .ci/packages.mjs): deno publish --dry-run in its
+#             folder (its file list holds the package only), deno doc --lint
+#             of its entries, a @module doc and titled @example on every
+#             export (doc_audit.mjs)
+# `.ci/cross_runtime.sh [node] [chromium] [jsr]` runs the groups named (all
+# three by default). Each group prints "<group>: N passed, N failed[, N skipped]"; the last
+# line is the sum, "cross-runtime: N passed, N failed, N skipped". Exits 1
+# when anything failed.
 #
 # Needs node, npm, deno and bun on PATH and /usr/bin/chromium (apt package
-# "chromium"; CHROMIUM=... overrides). Installs the pinned dev tools of
-# tests/smoke/package.json with `npm ci` when they are missing.
+# "chromium"; CHROMIUM=... overrides). Installs the root devDependencies
+# (tsx, esbuild, playwright-core) with `npm ci` when they are missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NO_COLOR=1
 out=.ci/out/cross_runtime
 mkdir -p "$out"
 
-total_passed=0 total_failed=0
-add() { total_passed=$((total_passed + $1)) total_failed=$((total_failed + $2)); }
+total_passed=0 total_failed=0 total_skipped=0
+add() { # add <passed> <failed> [skipped]
+  total_passed=$((total_passed + $1)) total_failed=$((total_failed + $2))
+  total_skipped=$((total_skipped + ${3:-0}))
+}
 
 # run_smoke <label> <timeout s> <command...>: shows the check lines and takes
 # the counts from the "<label>: N passed, N failed" line; no line, one failure.
@@ -61,25 +71,52 @@ jsr_check() {
     echo "ok   $name"; jsr_passed=$((jsr_passed + 1))
   else
     echo "FAIL $name"
-    grep -vE '^Warning Failed resolving types|^ +at file://.*/@types/node/' "$log" | tail -n 40 | sed 's/^/       /'
+    tail -n 40 "$log" | sed 's/^/       /'
     jsr_failed=$((jsr_failed + 1))
   fi
 }
 
-echo "# dev tools (tests/smoke/package.json)"
-tools=tests/smoke/node_modules/.bin
-if [ ! -x "$tools/tsx" ] || [ ! -d tests/smoke/node_modules/playwright-core ] ||
-  [ ! -d tests/smoke/node_modules/esbuild ]; then
-  if ! npm ci --prefix tests/smoke --no-audit --no-fund --loglevel=error >"$out/npm.log" 2>&1; then
+# Groups to run: the arguments (node, chromium, jsr), or all three.
+groups=" ${*:-node chromium jsr} "
+want() { [[ $groups == *" $1 "* ]]; }
+
+echo "# dev tools (root devDependencies)"
+tools=node_modules/.bin
+if [ ! -x "$tools/tsx" ] || [ ! -d node_modules/playwright-core ] ||
+  [ ! -d node_modules/esbuild ]; then
+  if ! npm ci --no-audit --no-fund --loglevel=error >"$out/npm.log" 2>&1; then
     tail -n 20 "$out/npm.log"
-    echo "FAIL npm ci --prefix tests/smoke"
+    echo "FAIL npm ci"
   fi
 fi
 echo "node $(node --version), tsx $("$tools/tsx" --version 2>/dev/null | head -n 1 | tr -d '\n' || echo missing)"
 
+if want node; then
 echo "# node"
-run_smoke node 120 "$tools/tsx" tests/smoke/run.ts
+# The command of the README's `npm test` (package.json "test"), with a
+# JUnit report to count and TAP to read.
+started=$(date +%s)
+# Two files at a time (node --test's default is one on two cores): the
+# broker tests mostly wait, and CI runs Deno and Bun beside this.
+timeout --kill-after=10 1500 node --import tsx --test --test-concurrency=2 \
+  --test-reporter=tap --test-reporter-destination="$out/node-test.log" \
+  --test-reporter=junit --test-reporter-destination="$out/node.xml" \
+  tests/*_test.ts tests/*/*_test.ts >"$out/node-run.log" 2>&1
+rc=$?
+read -r p f s < <(node .ci/junit_count.mjs "$out/node.xml")
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+  echo "FAIL npm test exited $rc with no failed test"; tail -n 20 "$out/node-run.log"
+  f=1
+fi
+if [ "$f" -gt 0 ]; then
+  grep -B 2 -A 25 "^ *not ok" "$out/node-test.log" | head -n 150
+fi
+echo "node: $p passed, $f failed, $s skipped ($(($(date +%s) - started)) s)"
+add "$p" "$f" "$s"
 
+fi
+
+if want chromium; then
 echo "# chromium"
 chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ -x "$chromium" ]; then
@@ -91,53 +128,54 @@ else
   add 0 1
 fi
 
-echo "# deno"
-run_smoke deno 120 deno run tests/smoke/run.ts
-
-echo "# bun"
-run_smoke bun 120 bun tests/smoke/run.ts
-
-echo "# jsr"
-jsr_check "deno publish --dry-run --allow-dirty" deno publish --dry-run --allow-dirty
-# The simulated file list must hold the package only.
-publish_log=$last_log
-file_list_clean() {
-  grep -q "Simulating publish" "$publish_log" ||
-    { echo "deno publish printed no file list"; return 1; }
-  ! grep -E "file://[^ ]*/(tests|bench|examples|\.ci|node_modules)/" "$publish_log"
-}
-if grep -q "Dry run complete" "$publish_log"; then
-  jsr_check "publish file list excludes tests/ bench/ examples/ .ci/" file_list_clean
 fi
-# deno doc --lint, as JSR sees it: a type is public when any entry of the
-# package exports it, so entries are linted together. First the core
-# entries of deno.json "exports" (those outside backends/), then each
-# backend entry point with them, one check each, whether or not it is listed
-# in "exports" yet.
-read -r -a core <<<"$(node -e '
-  const fs = require("node:fs");
-  const d = JSON.parse(fs.readFileSync("deno.json", "utf8"));
-  const e = typeof d.exports === "string" ? [d.exports] : Object.values(d.exports);
-  console.log(e.map((p) => p.replace(/^\.\//, ""))
-    .filter((p) => !p.startsWith("backends/") && fs.existsSync(p)).join(" "));
-')"
-jsr_check "deno doc --lint ${core[*]}" deno doc --lint "${core[@]}"
-for entry in backends/nats/mod.ts backends/*.ts; do
-  case $entry in backends/_* | */_*) continue ;; esac
-  [ -f "$entry" ] || continue
-  jsr_check "deno doc --lint $entry (with ${core[*]})" deno doc --lint "${core[@]}" "$entry"
-done
-# JSR's score and STYLE.md: a @module doc on each entry, a titled @example
-# on every exported symbol (deno doc --lint does not check these).
+
+if want jsr; then
+echo "# jsr"
+# Every JSR package of the workspace (.ci/packages.mjs: @eventbus/core,
+# then each member: the backends and the CLI), checked as JSR sees it:
+# deno publish --dry-run in the package's folder, with a file list that
+# holds the package only; deno doc --lint of its entries; a @module doc
+# on each entry and a titled @example on every export (doc_audit.mjs).
+# A member is linted with the core's entries: locally @eventbus/core
+# resolves to the workspace's files, and deno doc reports the core's
+# exported types as private unless an entry exporting them is linted too.
+read -r _ _ core_entries < <(node .ci/packages.mjs | sed -n 1p)
+read -r -a core <<<"$core_entries"
+publish() { (cd "$1" && deno publish --dry-run --allow-dirty); }
+file_list_clean() { # file_list_clean <folder> <publish log>
+  local folder=$1 log=$2 files
+  grep -q "Simulating publish" "$log" ||
+    { echo "deno publish printed no file list"; return 1; }
+  files=$(grep -oE "file://[^ ]+" "$log")
+  if [ "$folder" = . ]; then
+    ! grep -E "/(tests|bench|examples|\.ci|node_modules|backends|cli)/" <<<"$files"
+  else
+    ! grep -vE "^file://$(pwd)/$folder/" <<<"$files" &&
+      ! grep -E "/node_modules/" <<<"$files"
+  fi
+}
 doc_audit() { deno doc --json "$@" | node .ci/doc_audit.mjs; }
-jsr_check "@module and titled @example: ${core[*]}" doc_audit "${core[@]}"
-for entry in backends/nats/mod.ts backends/*.ts; do
-  case $entry in backends/_* | */_*) continue ;; esac
-  [ -f "$entry" ] || continue
-  jsr_check "@module and titled @example: $entry" doc_audit "$entry"
-done
+while read -r folder name entries; do
+  read -r -a own <<<"$entries"
+  jsr_check "$name: deno publish --dry-run --allow-dirty (in $folder)" publish "$folder"
+  publish_log=$last_log
+  if grep -q "Dry run complete" "$publish_log"; then
+    jsr_check "$name: publish file list holds the package only" \
+      file_list_clean "$folder" "$publish_log"
+  fi
+  if [ "$folder" = . ]; then
+    jsr_check "$name: deno doc --lint ${own[*]}" deno doc --lint "${own[@]}"
+  else
+    jsr_check "$name: deno doc --lint ${own[*]} (with the core's entries)" \
+      deno doc --lint "${core[@]}" "${own[@]}"
+  fi
+  jsr_check "$name: @module and titled @example: ${own[*]}" doc_audit "${own[@]}"
+done < <(node .ci/packages.mjs)
 echo "jsr: $jsr_passed passed, $jsr_failed failed"
 add "$jsr_passed" "$jsr_failed"
 
-echo "cross-runtime: $total_passed passed, $total_failed failed"
+fi
+
+echo "cross-runtime: $total_passed passed, $total_failed failed, $total_skipped skipped"
 [ "$total_failed" -eq 0 ]

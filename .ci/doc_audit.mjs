@@ -13,7 +13,7 @@ const problems = [];
 let symbols = 0;
 for (const [specifier, module] of Object.entries(modules)) {
   const file = specifier.replace(
-    /^file:\/\/.*?\/(?=(mod\.ts|src\/|backends\/))/,
+    /^file:\/\/.*?\/(?=(mod\.ts|src\/|backends\/|cli\/))/,
     "",
   );
   const moduleTags = module.module_doc?.tags ?? [];

@@ -1,7 +1,8 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-// Counts leaf test cases in JUnit XML files written by `deno test` and
-// `bun test`: a case named "A > B" is a step of "A", so "A" is not counted
-// on its own. Prints "passed failed skipped" for the files given.
+// Counts leaf test cases in JUnit XML files written by `deno test`,
+// `bun test` and `node --test`: a case named "A > B" is a step of "A", so
+// "A" is not counted on its own. Prints "passed failed skipped" for the
+// files given.
 import { readFileSync } from "node:fs";
 
 let passed = 0, failed = 0, skipped = 0;
@@ -15,7 +16,8 @@ for (const file of process.argv.slice(2)) {
     continue;
   }
   const cases = [];
-  const re = /<testcase\b([^>]*?)(\/>|>([\s\S]*?)<\/testcase>)/g;
+  // Attribute values may hold a raw ">" (node --test escapes only "<").
+  const re = /<testcase\b((?:[^>"]|"[^"]*")*?)(\/>|>([\s\S]*?)<\/testcase>)/g;
   for (const m of xml.matchAll(re)) {
     const name = /\bname="([^"]*)"/.exec(m[1])?.[1] ?? "";
     const suite = /\bclassname="([^"]*)"/.exec(m[1])?.[1] ?? "";
