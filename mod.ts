@@ -2,7 +2,7 @@
 /**
  * An event bus for TypeScript that runs unchanged on Deno, Bun and Node:
  * typed events, sync handlers run inline, async handlers on an in-process
- * worker pool, or on NATS JetStream (`@eventbus/core/nats`) across machines.
+ * worker pool, or on NATS JetStream (`@eventbus/nats`) across machines.
  *
  * @example A sync gate and an async handler
  * ```ts
@@ -28,6 +28,7 @@
 
 export type {
   AsyncBackend,
+  BackendTelemetry,
   CloseOptions,
   CloseReport,
   ConsumeOptions,
@@ -39,15 +40,30 @@ export type {
   PublishOptions,
 } from "./src/backend.ts";
 export {
+  type DeadLetter,
+  type DeadLetterFilter,
+  type DeadLetters,
+  type DeadLetterTarget,
+  matchesDeadLetter,
+} from "./src/dead_letters.ts";
+export {
   BackendError,
+  type BackendErrorOptions,
   DeadLetterError,
+  type DeadLetterErrorOptions,
+  type DeadLetterReason,
   describeError,
   EventBusClosedError,
+  EventValidationError,
   HandlerError,
   HandlerTimeoutError,
   InvalidEventTypeError,
+  NonRetriableError,
   QueueFullError,
+  type QueueFullErrorOptions,
   SerializationError,
+  UnroutableEventError,
+  type UnroutableEventErrorOptions,
 } from "./src/errors.ts";
 export {
   assertEventType,
@@ -60,18 +76,36 @@ export {
   isValidEventType,
   uuidv7,
 } from "./src/event.ts";
-export {
-  type BusStats,
-  type EmitOptions,
-  EventBus,
-  type EventBusOptions,
-  type EventMap,
-  type Handler,
-  type HandlerContext,
-  type ListenOptions,
-  type SubscribeOptions,
-  type Subscription,
-} from "./src/event_bus.ts";
+export { EventBus } from "./src/event_bus.ts";
+export type {
+  EventSchemas,
+  SchemaInputs,
+  SchemaOutputs,
+  StandardSchemaIssue,
+  StandardSchemaProps,
+  StandardSchemaResult,
+  StandardSchemaTypes,
+  StandardSchemaV1,
+  ValidateMode,
+} from "./src/schema.ts";
+export type {
+  BusStats,
+  EmitMap,
+  EmitOptions,
+  EventBusOptions,
+  EventMap,
+  Handler,
+  HandlerContext,
+  HandlerMap,
+  HandlerStats,
+  InlineScope,
+  Instrumentation,
+  ListenOptions,
+  PublishScope,
+  SubscribeOptions,
+  Subscription,
+  TryScope,
+} from "./src/types.ts";
 export {
   backoffDelay,
   type BackoffOptions,

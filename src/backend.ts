@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { DeadLetters } from "./dead_letters.ts";
 import type { DeadLetterError } from "./errors.ts";
 import type { Event } from "./event.ts";
 
@@ -89,6 +90,44 @@ export interface AsyncBackend {
   close(options?: CloseOptions): Promise<CloseReport>;
   /** How many deliveries wait in this process, for `stats().queued`. */
   readonly queued?: number;
+  /**
+   * The dead letters of this backend: count, list, replay, purge. Every
+   * backend of this package has them; a backend of yours may leave them out.
+   */
+  readonly deadLetters?: DeadLetters;
+  /**
+   * What instrumentation reports about this backend (the messaging system
+   * and destinations); without it, `name` and the event type.
+   */
+  readonly telemetry?: BackendTelemetry;
+}
+
+/**
+ * What a backend tells instrumentation, in the words of the OpenTelemetry
+ * messaging conventions: `messaging.system` and `messaging.destination.name`.
+ *
+ * @example The telemetry of a backend that publishes to one subject per type
+ * ```ts
+ * import type { BackendTelemetry } from "@eventbus/core";
+ * const telemetry: BackendTelemetry = {
+ *   system: "nats",
+ *   destination: (type) => `events.${type}`,
+ * };
+ * console.assert(telemetry.destination("user.signup") === "events.user.signup");
+ * ```
+ */
+export interface BackendTelemetry {
+  /** The messaging system, such as `"nats"`, `"kafka"` or `"aws_sqs"`. */
+  readonly system: string;
+  /**
+   * Where events of `type` go (a subject, stream key, exchange, topic or
+   * queue), or, given `handler`, where that handler's consumer reads them.
+   *
+   * @param type The event type.
+   * @param handler The handler name, on the consumer side.
+   * @returns The destination name.
+   */
+  destination(type: string, handler?: string): string;
 }
 
 /**
@@ -106,6 +145,12 @@ export interface AsyncBackend {
 export interface PublishOptions {
   /** Stops waiting (for room in a queue, for a broker); rejects with its reason. */
   signal?: AbortSignal | undefined;
+  /**
+   * The caller's transaction, from `emit(…, { tx })`, for a backend that
+   * writes the event inside it (a transactional outbox). Other backends
+   * ignore it.
+   */
+  tx?: unknown;
 }
 
 /**
@@ -151,6 +196,12 @@ export interface CloseReport {
    * was dead-lettered and that is not safe on a broker.
    */
   abandoned: Event[];
+  /**
+   * Accepted events still kept safe by the backend to be sent on later (an
+   * outbox's rows waiting for its relay), when it has such a store: not
+   * abandoned, not yet delivered.
+   */
+  waiting?: number | undefined;
 }
 
 /**
@@ -172,7 +223,14 @@ export interface Delivery {
   readonly event: Event;
   /** The handler's name, as in {@linkcode ConsumerSpec.name}. */
   readonly handler: string;
-  /** This try's number, starting at 1 (a broker's delivery count). */
+  /**
+   * This try's number, starting at 1: a broker's delivery count, less the
+   * redeliveries the backend caused itself (events handed back unstarted).
+   * A delivery whose `attempt` is past its consumer's `attempts` is not run:
+   * the bus dead-letters it at once with reason `"crashed"` (every try it was
+   * allowed ended without a result), so a backend bounds crash loops by
+   * counting deliveries and passing them on.
+   */
   readonly attempt: number;
   /** Aborted when the backend gives up on this try (close deadline). */
   readonly signal?: AbortSignal | undefined;
@@ -182,8 +240,9 @@ export interface Delivery {
  * What the backend must do after a try:
  * - `completed`: acknowledge;
  * - `retry`: deliver again (attempt + 1) after `delay` ms;
- * - `dead-letter`: give up; keep a copy with `error` where the broker can,
- *   then acknowledge (the bus already told `onError`);
+ * - `dead-letter`: give up; keep a copy with `error` (and its `reason`)
+ *   where the broker can, then acknowledge (the bus already told `onError`,
+ *   once: do not deliver it again);
  * - `abandoned`: the try was cut short by `delivery.signal`; leave the event
  *   where a broker redelivers it, or report it abandoned.
  *

@@ -7,6 +7,7 @@
  */
 
 import type { Event } from "./event.ts";
+import type { StandardSchemaIssue } from "./schema.ts";
 
 /**
  * An event type is not one or more tokens of `[A-Za-z0-9_-]` joined by `.`.
@@ -37,7 +38,7 @@ export class InvalidEventTypeError extends Error {
     super(
       `Cannot use event type ${
         describe(eventType)
-      }: an event type is one or more tokens of [A-Za-z0-9_-] joined by ".", such as "user.signup"`,
+      }: an event type is one or more tokens of [A-Za-z0-9_-] joined by ".", at most 255 characters, such as "user.signup"`,
       options,
     );
     this.name = "InvalidEventTypeError";
@@ -94,17 +95,43 @@ export class QueueFullError extends Error {
    *
    * @param eventType The type of the refused event.
    * @param queueSize The queue's capacity.
-   * @param options Standard error options.
+   * @param options Standard error options, and the message when the limit
+   *   is a broker's (a stream's length) rather than the pool's queue.
    */
-  constructor(eventType: string, queueSize: number, options?: ErrorOptions) {
+  constructor(
+    eventType: string,
+    queueSize: number,
+    options?: QueueFullErrorOptions,
+  ) {
     super(
-      `Cannot enqueue "${eventType}": queue is full (${queueSize} of ${queueSize}), raise queueSize or use overflow "wait"`,
+      options?.message ??
+        `Cannot enqueue "${eventType}": queue is full (${queueSize} of ${queueSize}), raise queueSize or use overflow "wait"`,
       options,
     );
     this.name = "QueueFullError";
     this.eventType = eventType;
     this.queueSize = queueSize;
   }
+}
+
+/**
+ * Options of {@linkcode QueueFullError}.
+ *
+ * @example A broker's limit, named in the message
+ * ```ts
+ * import { QueueFullError } from "@eventbus/core";
+ * const error = new QueueFullError("user.signup", 100_000, {
+ *   message: 'Cannot publish "user.signup": stream "EVENTS" holds 100000 messages, its maxMessages limit, let its workers catch up or raise the limit',
+ * });
+ * console.assert(error.message.includes("maxMessages"));
+ * ```
+ */
+export interface QueueFullErrorOptions extends ErrorOptions {
+  /**
+   * The whole message: which limit, the state, and the fix.
+   * @default {the worker pool's message}
+   */
+  message?: string | undefined;
 }
 
 /**
@@ -228,9 +255,56 @@ export class HandlerTimeoutError extends Error {
 }
 
 /**
- * A delivery failed on every try its retry policy allowed and was given up.
- * `cause` is the last try's error. Passed to `onError`; on brokers a copy of
- * the event goes to the dead-letter stream, queue or topic.
+ * Why a delivery was dead-lettered:
+ * - `failed`: every try its retry policy allowed failed;
+ * - `crashed`: it was delivered more times than its policy allows without a
+ *   result (the worker stopped during each try), so it is not run again;
+ * - `invalid-data`: its payload failed the schema at consume;
+ * - `not-retriable`: the handler threw a `NonRetriableError`;
+ * - `invalid-event`: the message on the wire is not an event of ours;
+ * - `trimmed`: the broker dropped it before every handler had it.
+ *
+ * @example Choosing an alert by reason
+ * ```ts
+ * import type { DeadLetterReason } from "@eventbus/core";
+ * function page(reason: DeadLetterReason): boolean {
+ *   return reason === "crashed" || reason === "trimmed";
+ * }
+ * console.assert(page("crashed") && !page("failed"));
+ * ```
+ */
+export type DeadLetterReason =
+  | "failed"
+  | "crashed"
+  | "invalid-data"
+  | "not-retriable"
+  | "invalid-event"
+  | "trimmed";
+
+/**
+ * Options of {@linkcode DeadLetterError}.
+ *
+ * @example A dead letter for a crash loop
+ * ```ts
+ * import { createEvent, DeadLetterError, type DeadLetterErrorOptions } from "@eventbus/core";
+ * const options: DeadLetterErrorOptions = { reason: "crashed" };
+ * const error = new DeadLetterError(createEvent("job.run", {}), "runner", 3, options);
+ * console.assert(error.reason === "crashed");
+ * ```
+ */
+export interface DeadLetterErrorOptions extends ErrorOptions {
+  /**
+   * Why the delivery was given up.
+   * @default {"failed"}
+   */
+  reason?: DeadLetterReason | undefined;
+}
+
+/**
+ * A delivery was given up: it failed on every try its retry policy allowed,
+ * or it can never succeed (see {@linkcode DeadLetterReason}). `cause` is the
+ * last try's error. Passed to `onError` once per delivery; on brokers a copy
+ * of the event goes to the dead-letter stream, queue or topic.
  *
  * @example Receiving dead letters in onError
  * ```ts
@@ -248,6 +322,7 @@ export class HandlerTimeoutError extends Error {
  * await bus.emit("job.run", {});
  * const error = await promise;
  * console.assert(error.attempts === 2 && error.handler === "runner");
+ * console.assert(error.reason === "failed");
  * await bus.close();
  * ```
  */
@@ -258,6 +333,8 @@ export class DeadLetterError extends Error {
   readonly handler: string;
   /** How many tries were made. */
   readonly attempts: number;
+  /** Why the delivery was given up. */
+  readonly reason: DeadLetterReason;
 
   /**
    * Creates the error for a delivery that was given up.
@@ -265,17 +342,19 @@ export class DeadLetterError extends Error {
    * @param event The event that could not be handled.
    * @param handler The handler's name.
    * @param attempts How many tries were made.
-   * @param options Standard error options; `cause` is the last try's error.
+   * @param options `reason` (default `"failed"`) and `cause`, the last
+   *   try's error.
    */
   constructor(
     event: Event,
     handler: string,
     attempts: number,
-    options?: ErrorOptions,
+    options?: DeadLetterErrorOptions,
   ) {
+    const reason = options?.reason ?? "failed";
     super(
-      `Cannot deliver "${event.type}" (id "${event.id}") to handler "${handler}": failed ${attempts} time${
-        attempts === 1 ? "" : "s"
+      `Cannot deliver "${event.type}" (id "${event.id}") to handler "${handler}": ${
+        deadLetterDetail(reason, attempts)
       }, giving up: ${
         describeError(options?.cause)
       }; fix the handler, then replay the event from the dead letters`,
@@ -285,38 +364,103 @@ export class DeadLetterError extends Error {
     this.event = event;
     this.handler = handler;
     this.attempts = attempts;
+    this.reason = reason;
   }
 }
 
 /**
- * A backend (a broker or its client) failed: it is down, refused the event,
- * or the configuration conflicts with what exists. `cause` keeps the
- * client's own error.
+ * An event's data does not match the schema of its type: at `emit` (nothing
+ * ran, nothing was published) or at consume (the delivery is dead-lettered
+ * with reason `invalid-data`, and this error is the `DeadLetterError`'s
+ * `cause`). `issues` are the schema's, as it reported them.
  *
- * @example Telling which backend failed
+ * @example Reading the issues of a rejected emit
  * ```ts
- * import { BackendError } from "@eventbus/core";
- * const error = new BackendError("nats-jetstream", "Cannot publish \"a\": no ack");
- * console.assert(error.backend === "nats-jetstream");
+ * import { EventValidationError } from "@eventbus/core";
+ * const error = new EventValidationError("user.signup", "emit", [
+ *   { message: "Invalid email", path: ["email"] },
+ * ]);
+ * console.assert(error.issues[0]?.path?.[0] === "email" && error.phase === "emit");
  * ```
  */
-export class BackendError extends Error {
-  /** The backend's `name`, such as `"nats-jetstream"`. */
-  readonly backend: string;
+export class EventValidationError extends Error {
+  /** The event type whose schema failed. */
+  readonly type: string;
+  /** Where it failed: at `emit`, or when a delivery arrived. */
+  readonly phase: "emit" | "consume";
+  /** The schema's issues, as it reported them. */
+  readonly issues: ReadonlyArray<StandardSchemaIssue>;
 
   /**
-   * Creates the error for a failed backend.
+   * Creates the error for data that failed its schema.
    *
-   * @param backend The backend's `name`.
-   * @param message What failed, the state, and what to do.
-   * @param options Standard error options; `cause` is the client's error.
+   * @param type The event type.
+   * @param phase `"emit"` or `"consume"`.
+   * @param issues The schema's issues.
+   * @param options Standard error options.
    */
-  constructor(backend: string, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "BackendError";
-    this.backend = backend;
+  constructor(
+    type: string,
+    phase: "emit" | "consume",
+    issues: ReadonlyArray<StandardSchemaIssue>,
+    options?: ErrorOptions,
+  ) {
+    const shown = issues.slice(0, 3).map(describeIssue).join("; ");
+    super(
+      `Cannot ${
+        phase === "emit" ? "emit" : "handle"
+      } "${type}": its data does not match the schema (${issues.length} issue${
+        issues.length === 1 ? "" : "s"
+      }: ${shown}${issues.length > 3 ? "; ..." : ""}), fix the ${
+        phase === "emit" ? "payload" : "producer or the schema"
+      }`,
+      options,
+    );
+    this.name = "EventValidationError";
+    this.type = type;
+    this.phase = phase;
+    this.issues = issues;
   }
 }
+
+/**
+ * Thrown by a handler (directly, or as the `cause` of what it throws) to
+ * say that retrying cannot help: the delivery is dead-lettered at once with
+ * reason `not-retriable`, without further tries.
+ *
+ * @example Giving up on an order that no longer exists
+ * ```ts
+ * import { EventBus, NonRetriableError } from "@eventbus/core";
+ * const bus = new EventBus({ logger: { debug() {}, info() {}, warn() {}, error() {} } });
+ * let tries = 0;
+ * bus.subscribe("order.ship", () => {
+ *   tries++;
+ *   throw new NonRetriableError("order 42 was deleted");
+ * }, { async: true, name: "shipper", retry: { attempts: 5 } });
+ * await bus.emit("order.ship", {});
+ * await bus.close();
+ * console.assert(tries === 1);
+ * ```
+ */
+export class NonRetriableError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message Why retrying cannot help.
+   * @param options Standard error options.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NonRetriableError";
+  }
+}
+
+export {
+  BackendError,
+  type BackendErrorOptions,
+  UnroutableEventError,
+  type UnroutableEventErrorOptions,
+} from "./_backend_errors.ts";
 
 /**
  * Describes any thrown value in one line, for messages and logs.
@@ -341,7 +485,36 @@ export function describeError(error: unknown): string {
   }
 }
 
+function deadLetterDetail(reason: DeadLetterReason, attempts: number): string {
+  const tries = `${attempts} time${attempts === 1 ? "" : "s"}`;
+  switch (reason) {
+    case "failed":
+      return `failed ${tries}`;
+    case "crashed":
+      return `delivered ${tries} without a result (its worker stopped each time)`;
+    case "invalid-data":
+      return "its data does not match the schema";
+    case "not-retriable":
+      return "the handler said it cannot succeed";
+    case "invalid-event":
+      return "the message is not a valid event";
+    case "trimmed":
+      return "the broker dropped it before it was handled";
+  }
+}
+
+function describeIssue(issue: StandardSchemaIssue): string {
+  const path = (issue.path ?? []).map((segment) =>
+    String(typeof segment === "object" ? segment.key : segment)
+  ).join(".");
+  return path === "" ? issue.message : `${path}: ${issue.message}`;
+}
+
 function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "string") {
+    return value.length > 80
+      ? `${JSON.stringify(value.slice(0, 60))}... (${value.length} characters)`
+      : JSON.stringify(value);
+  }
   return `of type ${value === null ? "null" : typeof value}`;
 }

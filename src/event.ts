@@ -9,6 +9,10 @@
 import { InvalidEventTypeError, SerializationError } from "./errors.ts";
 
 const EVENT_TYPE = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+const MAX_TYPE_LENGTH = 255;
+const MAX_ID_LENGTH = 256;
+/** Whitespace or a control character: never in an event id. */
+const ID_FORBIDDEN = /[\s\p{Cc}]/u;
 const METADATA_KEY = /^[a-z0-9]{1,20}$/;
 const RESERVED_ATTRIBUTES: ReadonlySet<string> = new Set([
   "specversion",
@@ -100,7 +104,7 @@ export interface CreateEventOptions {
 
 /**
  * Tells whether a value is a valid event type: one or more tokens of
- * `[A-Za-z0-9_-]` joined by `.`.
+ * `[A-Za-z0-9_-]` joined by `.`, at most 255 characters.
  *
  * @param type Any value.
  * @returns `true` when `type` is a valid event type.
@@ -115,7 +119,7 @@ export interface CreateEventOptions {
 export function isValidEventType(type: unknown): type is string {
   if (typeof type !== "string") return false;
   if (validTypes.has(type)) return true;
-  if (!EVENT_TYPE.test(type)) return false;
+  if (type.length > MAX_TYPE_LENGTH || !EVENT_TYPE.test(type)) return false;
   if (validTypes.size < VALID_TYPES_CACHE_SIZE) validTypes.add(type);
   return true;
 }
@@ -184,10 +188,12 @@ export function makeEvent<T, K extends string>(
   metadata: Record<string, string> | undefined,
 ): Event<T, K> {
   const ms = Date.now();
-  id ??= nextUuidv7(ms);
-  if (typeof id !== "string" || id.length === 0) {
+  if (id === undefined) id = nextUuidv7(ms);
+  else if (!isValidEventId(id)) {
     throw new TypeError(
-      `Cannot create "${type}": id must be a non-empty string, got ${typeof id}`,
+      `Cannot create "${type}": an event id is 1 to 256 characters without whitespace or control characters, got ${
+        describeId(id)
+      }`,
     );
   }
   if (metadata !== undefined) checkMetadata(type, metadata);
@@ -245,7 +251,7 @@ export function uuidv7(): string {
  * ```
  */
 export function assertJsonSafe(data: unknown, path = "data"): void {
-  checkJson(data, path, []);
+  checkJson(data, path);
 }
 
 /**
@@ -320,7 +326,14 @@ export function decodeEvent(input: string | Uint8Array): Event {
       `specversion is ${JSON.stringify(w.specversion)}, not "1.0"`,
     );
   }
-  for (const attribute of ["id", "source", "time"] as const) {
+  if (!isValidEventId(w.id)) {
+    throw notEvent(
+      `id ${
+        describeId(w.id)
+      } is not 1 to 256 characters without whitespace or control characters`,
+    );
+  }
+  for (const attribute of ["source", "time"] as const) {
     if (typeof w[attribute] !== "string" || w[attribute] === "") {
       throw notEvent(`attribute "${attribute}" is missing or not a string`);
     }
@@ -430,60 +443,133 @@ function checkMetadata(type: string, metadata: Record<string, string>): void {
   }
 }
 
-function checkJson(value: unknown, path: string, stack: object[]): void {
+function isValidEventId(id: unknown): id is string {
+  return typeof id === "string" && id.length > 0 &&
+    id.length <= MAX_ID_LENGTH && !ID_FORBIDDEN.test(id);
+}
+
+function describeId(id: unknown): string {
+  if (typeof id !== "string") return `a value of type ${typeof id}`;
+  if (id.length > MAX_ID_LENGTH) return `${id.length} characters`;
+  return JSON.stringify(id);
+}
+
+/** One object or array being walked by {@linkcode checkJson}. */
+interface Frame {
+  readonly value: object;
+  /** Own enumerable keys of an object; undefined for an array. */
+  readonly keys: string[] | undefined;
+  /** The next index (array) or key position (object) to visit. */
+  index: number;
+}
+
+/**
+ * Walks `root` without recursion (so any depth JSON can carry is checked),
+ * tracking the objects on the current path to find cycles in O(1).
+ */
+function checkJson(root: unknown, rootPath: string): void {
+  const problem = jsonProblem(root, true);
+  if (problem === "") return;
+  if (problem !== undefined) throw unsafe(rootPath, problem);
+  const frames: Frame[] = [];
+  const onPath = new Set<object>();
+  const enter = (value: object): string | undefined => {
+    if (onPath.has(value)) return "the value has a cycle";
+    const detail = objectProblem(value);
+    if (detail !== undefined) return detail;
+    onPath.add(value);
+    frames.push({
+      value,
+      keys: Array.isArray(value) ? undefined : Object.keys(value),
+      index: 0,
+    });
+    return undefined;
+  };
+  const first = enter(root as object);
+  if (first !== undefined) throw unsafe(rootPath, first);
+  while (frames.length > 0) {
+    const frame = frames[frames.length - 1]!;
+    const { value, keys } = frame;
+    let child: unknown;
+    if (keys === undefined) {
+      const array = value as unknown[];
+      if (frame.index === array.length) {
+        onPath.delete(value);
+        frames.pop();
+        continue;
+      }
+      if (!(frame.index in array)) {
+        frame.index++;
+        throw unsafe(pathOf(rootPath, frames), "arrays with holes become null");
+      }
+      child = array[frame.index++];
+    } else {
+      if (frame.index === keys.length) {
+        onPath.delete(value);
+        frames.pop();
+        continue;
+      }
+      child = (value as Record<string, unknown>)[keys[frame.index++]!];
+      if (child === undefined) continue; // JSON drops the property
+    }
+    const detail = jsonProblem(child, false);
+    if (detail === "") continue;
+    const failure = detail ?? enter(child as object);
+    if (failure !== undefined) throw unsafe(pathOf(rootPath, frames), failure);
+  }
+}
+
+/**
+ * What JSON cannot carry about a value that is not an object: `""` when it
+ * is fine, a detail when it is not, `undefined` when it is an object to walk.
+ */
+function jsonProblem(value: unknown, root: boolean): string | undefined {
   switch (typeof value) {
     case "string":
     case "boolean":
-      return;
+      return "";
     case "number":
-      if (!Number.isFinite(value)) {
-        throw unsafe(path, `the number ${value} is not finite`);
-      }
-      return;
+      return Number.isFinite(value) ? "" : `the number ${value} is not finite`;
     case "undefined":
-      if (stack.length === 0) return; // top-level undefined: no data
-      throw unsafe(path, "undefined in an array becomes null");
+      return root ? "" : "undefined in an array becomes null";
     case "bigint":
-      throw unsafe(path, "a bigint has no JSON form, send it as a string");
+      return "a bigint has no JSON form, send it as a string";
     case "function":
-      throw unsafe(path, "a function has no JSON form");
+      return "a function has no JSON form";
     case "symbol":
-      throw unsafe(path, "a symbol has no JSON form");
+      return "a symbol has no JSON form";
   }
-  if (value === null) return;
-  const object = value as object;
-  if (stack.includes(object)) throw unsafe(path, "the value has a cycle");
-  stack.push(object);
-  if (Array.isArray(object)) {
-    for (let i = 0; i < object.length; i++) {
-      if (!(i in object)) {
-        throw unsafe(`${path}[${i}]`, "arrays with holes become null");
-      }
-      checkJson(object[i], `${path}[${i}]`, stack);
-    }
-  } else {
-    const proto = Object.getPrototypeOf(object);
-    if (proto !== Object.prototype && proto !== null) {
-      const name = (object as { constructor?: { name?: string } }).constructor
-        ?.name ?? "object";
-      throw unsafe(
-        path,
-        `a ${name} is not a plain object, convert it (a Date to an ISO string, a Map to an object)`,
-      );
-    }
-    const record = object as Record<string, unknown>;
-    for (const key in record) {
-      const item = record[key];
-      if (item === undefined) continue;
-      checkJson(item, `${path}.${key}`, stack);
-    }
+  return value === null ? "" : undefined;
+}
+
+/** What JSON cannot carry about an object itself (not its contents). */
+function objectProblem(value: object): string | undefined {
+  if (Array.isArray(value)) return undefined;
+  const proto = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === null) return undefined;
+  const name = (value as { constructor?: { name?: string } }).constructor
+    ?.name ?? "object";
+  return `a ${name} is not a plain object, convert it (a Date to an ISO string, a Map to an object)`;
+}
+
+/**
+ * The path of the child last taken from the innermost frame: each frame
+ * adds `[index]` or `.key` of the child it is visiting.
+ */
+function pathOf(rootPath: string, frames: readonly Frame[]): string {
+  let path = rootPath;
+  for (const { keys, index } of frames) {
+    path += keys === undefined ? `[${index - 1}]` : `.${keys[index - 1]}`;
   }
-  stack.pop();
+  return path;
 }
 
 function unsafe(path: string, detail: string): SerializationError {
+  const shown = path.length > 200
+    ? `${path.slice(0, 80)}...${path.slice(-80)} (${path.length} characters)`
+    : path;
   return new SerializationError(
-    `Cannot serialize the payload at ${path}: ${detail}`,
+    `Cannot serialize the payload at ${shown}: ${detail}`,
     { path },
   );
 }

@@ -66,8 +66,10 @@ export interface AcquireOptions {
  */
 export class Semaphore {
   #available: number;
-  #waiters: Waiter[] = [];
-  #head = 0;
+  /** Waiters in arrival order: a doubly linked list, so an abort is O(1). */
+  #first: Waiter | undefined;
+  #last: Waiter | undefined;
+  #waiting = 0;
   #size: number;
 
   /**
@@ -98,7 +100,7 @@ export class Semaphore {
 
   /** How many callers wait for a permit. */
   get waiting(): number {
-    return this.#waiters.length - this.#head;
+    return this.#waiting;
   }
 
   /**
@@ -107,13 +109,14 @@ export class Semaphore {
    * @returns A permit, or `undefined` when none is free or others wait.
    */
   tryAcquire(): Permit | undefined {
-    if (this.#available === 0 || this.waiting > 0) return undefined;
+    if (this.#available === 0 || this.#waiting > 0) return undefined;
     this.#available--;
     return this.#permit();
   }
 
   /**
-   * Waits for a permit, first come first served.
+   * Waits for a permit, first come first served. An abort removes the wait
+   * at once, whatever its place in the line.
    *
    * @param options The signal that stops waiting.
    * @returns The permit, once free.
@@ -125,14 +128,21 @@ export class Semaphore {
     const permit = this.tryAcquire();
     if (permit !== undefined) return Promise.resolve(permit);
     return new Promise<Permit>((resolve, reject) => {
-      const onAbort = (): void => {
-        const index = this.#waiters.indexOf(waiter, this.#head);
-        if (index !== -1) this.#waiters.splice(index, 1);
-        reject(signal!.reason);
+      const waiter: Waiter = {
+        resolve,
+        signal,
+        onAbort: () => {
+          this.#unlink(waiter);
+          reject(signal!.reason);
+        },
+        prev: this.#last,
+        next: undefined,
       };
-      const waiter: Waiter = { resolve, signal, onAbort };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
+      if (this.#last === undefined) this.#first = waiter;
+      else this.#last.next = waiter;
+      this.#last = waiter;
+      this.#waiting++;
+      signal?.addEventListener("abort", waiter.onAbort, { once: true });
     });
   }
 
@@ -147,26 +157,31 @@ export class Semaphore {
   }
 
   #release(): void {
-    if (this.#head < this.#waiters.length) {
-      const waiter = this.#waiters[this.#head]!;
-      this.#waiters[this.#head++] = undefined as unknown as Waiter;
-      if (this.#head === this.#waiters.length) {
-        this.#waiters = [];
-        this.#head = 0;
-      } else if (this.#head > 1024 && this.#head * 2 > this.#waiters.length) {
-        this.#waiters = this.#waiters.slice(this.#head);
-        this.#head = 0;
-      }
-      waiter.signal?.removeEventListener("abort", waiter.onAbort);
-      waiter.resolve(this.#permit());
+    const waiter = this.#first;
+    if (waiter === undefined) {
+      this.#available++;
       return;
     }
-    this.#available++;
+    this.#unlink(waiter);
+    waiter.signal?.removeEventListener("abort", waiter.onAbort);
+    waiter.resolve(this.#permit());
+  }
+
+  #unlink(waiter: Waiter): void {
+    const { prev, next } = waiter;
+    if (prev === undefined) this.#first = next;
+    else prev.next = next;
+    if (next === undefined) this.#last = prev;
+    else next.prev = prev;
+    waiter.prev = waiter.next = undefined;
+    this.#waiting--;
   }
 }
 
 interface Waiter {
-  resolve: (permit: Permit) => void;
-  signal: AbortSignal | undefined;
-  onAbort: () => void;
+  readonly resolve: (permit: Permit) => void;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: () => void;
+  prev: Waiter | undefined;
+  next: Waiter | undefined;
 }

@@ -20,13 +20,16 @@
 
 import type {
   AsyncBackend,
+  BackendTelemetry,
   CloseReport,
   ConsumeOptions,
   ConsumerSpec,
   Deliver,
   PublishOptions,
 } from "./backend.ts";
+import type { DeadLetters } from "./dead_letters.ts";
 import { EventBusClosedError } from "./errors.ts";
+import { MemoryDeadLetters } from "./_memory_dead_letters.ts";
 import type { Event } from "./event.ts";
 
 /**
@@ -53,10 +56,20 @@ export class RecordingBackend implements AsyncBackend, AsyncDisposable {
   readonly name: string = "recording";
   /** Always `true`: the bus treats it as a broker. */
   readonly remote: boolean = true;
+  /** For instrumentation: system `"recording"`, destination the type. */
+  readonly telemetry: BackendTelemetry = {
+    system: "recording",
+    destination: (type) => type,
+  };
   /** Every accepted event, in publish order. */
   readonly published: Event[] = [];
   /** Every consumer attached by `listen()`, in order. */
   readonly consumers: ConsumerSpec[] = [];
+  /** Always empty: a recording backend runs no delivery. */
+  readonly deadLetters: DeadLetters = new MemoryDeadLetters(
+    0,
+    () => Promise.resolve(false),
+  );
   #closed = false;
 
   /**

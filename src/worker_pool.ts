@@ -9,23 +9,32 @@
 
 import type {
   AsyncBackend,
+  BackendTelemetry,
   CloseOptions,
   CloseReport,
   ConsumeOptions,
   Deliver,
   DeliveryResult,
+  Logger,
   PublishOptions,
 } from "./backend.ts";
-import { EventBusClosedError, QueueFullError } from "./errors.ts";
+import {
+  describeError,
+  EventBusClosedError,
+  QueueFullError,
+} from "./errors.ts";
+import type { DeadLetter, DeadLetters } from "./dead_letters.ts";
+import { ACCEPTED } from "./_accepted.ts";
+import { MemoryDeadLetters } from "./_memory_dead_letters.ts";
+import { guardLogger, SILENT_LOGGER } from "./_logger.ts";
 import type { Event } from "./event.ts";
 import { type Permit, Semaphore } from "./semaphore.ts";
-
-/**
- * What publish returns when the event was queued (or nobody consumes it)
- * at once; the bus resolves emit without another turn when it sees it.
- * Internal, not re-exported.
- */
-export const ACCEPTED: Promise<void> = Promise.resolve();
+import {
+  DIRECT,
+  type DirectDeliver,
+  type DirectSink,
+  type MaybeDirect,
+} from "./_direct.ts";
 
 /**
  * Options of {@linkcode WorkerPool}.
@@ -45,7 +54,8 @@ export interface WorkerPoolOptions {
    */
   workers?: number;
   /**
-   * How many accepted events may wait for a worker.
+   * How many accepted events may wait for a worker, counting each retry that
+   * waits out its backoff as one more.
    * @default {1000}
    */
   queueSize?: number;
@@ -56,13 +66,21 @@ export interface WorkerPoolOptions {
    * @default {"wait"}
    */
   overflow?: "wait" | "reject";
+  /**
+   * How many dead letters `deadLetters` keeps in memory; past it the oldest
+   * is dropped, with a warning.
+   * @default {1000}
+   */
+  deadLetterLimit?: number;
 }
 
 /**
  * An in-process async backend: at most `workers` handler calls run at once,
- * and up to `queueSize` accepted events wait beside them, so memory stays
- * bounded whatever the load. Failed tries are retried after their backoff
- * without holding a worker.
+ * and up to `queueSize` deliveries wait beside them — for a worker or for a
+ * retry's backoff — so memory stays bounded whatever the load. Failed tries
+ * wait out their backoff without holding a worker, but they hold a queue
+ * slot: a permanently failing handler backpressures `emit` instead of
+ * growing memory. Handlers never start inside the `publish()` call.
  *
  * @example Backpressure with a small queue
  * ```ts
@@ -83,6 +101,17 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   readonly name: string = "worker-pool";
   /** Always `false`: deliveries run in this process. */
   readonly remote: boolean = false;
+  /**
+   * The last `deadLetterLimit` dead letters, in memory: replay hands an
+   * event again to the handler name that failed (if it is still
+   * subscribed), waiting for room in the queue.
+   */
+  readonly deadLetters: DeadLetters;
+  /** For instrumentation: system `"worker-pool"`, destination the type. */
+  readonly telemetry: BackendTelemetry = {
+    system: "worker-pool",
+    destination: (type) => type,
+  };
 
   #workers: number;
   #running = 0;
@@ -96,6 +125,11 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   #queueHead = 0;
   #ready: Task[] = [];
   #readyHead = 0;
+  /**
+   * Retries waiting without a queue slot because none was free: each takes
+   * the next slot released, before any emit does (backpressure).
+   */
+  #debtors = new Set<Task>();
   /** Accepted jobs not yet finished, oldest first (a linked list). */
   #openHead: Job | undefined;
   #openTail: Job | undefined;
@@ -104,6 +138,8 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   #abort = new AbortController();
   #queued = 0;
   #completed = 0;
+  #pumpScheduled = false;
+  #memory: MemoryDeadLetters;
   #onIdle: (() => void) | undefined;
   #closing: Promise<CloseReport> | undefined;
 
@@ -115,7 +151,12 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
    *   integer, or `overflow` is not `"wait"` or `"reject"`.
    */
   constructor(options: WorkerPoolOptions = {}) {
-    const { workers = 10, queueSize = 1000, overflow = "wait" } = options;
+    const {
+      workers = 10,
+      queueSize = 1000,
+      overflow = "wait",
+      deadLetterLimit = 1000,
+    } = options;
     if (!Number.isInteger(workers) || workers < 1) {
       throw new RangeError(
         `Cannot create worker pool: workers must be an integer of at least 1, got ${workers}`,
@@ -133,7 +174,17 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
         }`,
       );
     }
+    if (!Number.isInteger(deadLetterLimit) || deadLetterLimit < 0) {
+      throw new RangeError(
+        `Cannot create worker pool: deadLetterLimit must be an integer of at least 0, got ${deadLetterLimit}`,
+      );
+    }
     this.#workers = workers;
+    this.#memory = new MemoryDeadLetters(
+      deadLetterLimit,
+      (letter) => this.#replay(letter),
+    );
+    this.deadLetters = this.#memory;
     this.#slots = new Semaphore(queueSize);
     this.#queueSize = queueSize;
     this.#overflow = overflow;
@@ -146,7 +197,8 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
 
   /**
    * Queues one event for every consumer of its type, waiting for room when
-   * the queue is full and `overflow` is `"wait"`.
+   * the queue is full and `overflow` is `"wait"`. No handler starts before
+   * this call has returned.
    *
    * @param event The event.
    * @param options The signal that stops waiting for room.
@@ -192,7 +244,7 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
     // Consumers may have come or gone while we waited.
     const targets = this.#targets.get(event.type);
     if (targets === undefined) {
-      slot.release();
+      this.#releaseSlot(slot);
       return;
     }
     this.#enqueue(event, targets, slot);
@@ -213,15 +265,28 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
     this.#openTail = job;
     this.#queue.push(job);
     this.#queued += targets.length;
-    this.#pump();
+    // Handlers start on a later microtask, never inside publish().
+    if (!this.#pumpScheduled) {
+      this.#pumpScheduled = true;
+      // A resolved promise's then() is V8's own microtask: cheaper than
+      // queueMicrotask(), which some runtimes wrap.
+      ACCEPTED.then(this.#scheduledPump);
+    }
   }
+
+  #scheduledPump = (): void => {
+    this.#pumpScheduled = false;
+    this.#pump();
+  };
 
   /**
    * Registers consumers: from now on each event of a consumer's type is
    * delivered once to one of the consumers sharing its name (round robin).
+   * When the signal aborts, they take no new events; deliveries already
+   * queued for their name still run.
    *
    * @param deliver Runs one try.
-   * @param options The consumers and the signal that removes them.
+   * @param options The consumers, the signal that removes them, the logger.
    * @returns At once.
    * @throws {EventBusClosedError} After `close()`.
    */
@@ -231,20 +296,28 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
     }
     const { consumers, signal } = options;
     if (signal?.aborted) return Promise.resolve();
+    const consumer: Consumer = {
+      deliver,
+      direct: (deliver as MaybeDirect)[DIRECT],
+      logger: options.logger === undefined
+        ? SILENT_LOGGER
+        : guardLogger(options.logger),
+    };
     const joined: Group[] = [];
     for (const { type, name } of consumers) {
       let groups = this.#groups.get(type);
       if (groups === undefined) this.#groups.set(type, groups = new Map());
       let group = groups.get(name);
       if (group === undefined) {
-        groups.set(name, group = { name, type, consumers: [], turn: 0 });
+        group = { name, type, consumers: [], turn: 0, last: consumer };
+        groups.set(name, group);
       }
-      group.consumers.push(deliver);
+      group.consumers.push(consumer);
       joined.push(group);
       this.#targets.set(type, [...groups.values()]);
     }
     signal?.addEventListener("abort", () => {
-      for (const group of joined) this.#leave(group, deliver);
+      for (const group of joined) this.#leave(group, consumer);
     }, { once: true });
     return Promise.resolve();
   }
@@ -292,48 +365,62 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
       this.#abort.abort(new EventBusClosedError());
       for (const timer of this.#timers) clearTimeout(timer);
       this.#timers.clear();
-      for (let i = this.#queueHead; i < this.#queue.length; i++) {
-        this.#queue[i]!.slot.release();
-      }
       this.#queue = [];
       this.#queueHead = 0;
       this.#ready = [];
       this.#readyHead = 0;
+      this.#debtors.clear();
       this.#openHead = this.#openTail = undefined;
       this.#queued = 0;
     }
     return { completed: this.#completed, abandoned };
   }
 
-  #leave(group: Group, deliver: Deliver): void {
-    const index = group.consumers.indexOf(deliver);
+  /** Queues a dead letter's event for its handler name alone, if it is there. */
+  async #replay(letter: DeadLetter): Promise<boolean> {
+    const { event, handler } = letter;
+    if (this.#groups.get(event.type)?.get(handler) === undefined) return false;
+    const slot = await this.#slots.acquire({ signal: this.#intake.signal });
+    const group = this.#groups.get(event.type)?.get(handler);
+    if (group === undefined || this.#closing !== undefined) {
+      this.#releaseSlot(slot);
+      return false;
+    }
+    this.#enqueue(event, [group], slot);
+    return true;
+  }
+
+  #leave(group: Group, consumer: Consumer): void {
+    const index = group.consumers.indexOf(consumer);
     if (index !== -1) group.consumers.splice(index, 1);
     if (group.consumers.length > 0) return;
+    // The name takes no new events; what is queued for it still runs on
+    // `group.last`. The name is free for a new group, of any type.
     const groups = this.#groups.get(group.type);
-    groups?.delete(group.name);
-    if (groups?.size === 0) {
+    if (groups?.get(group.name) !== group) return;
+    groups.delete(group.name);
+    if (groups.size === 0) {
       this.#groups.delete(group.type);
       this.#targets.delete(group.type);
-    } else if (groups !== undefined) {
+    } else {
       this.#targets.set(group.type, [...groups.values()]);
     }
   }
 
   #pump(): void {
-    while (true) {
-      let task: Task;
+    while (this.#running < this.#workers) {
       if (this.#readyHead < this.#ready.length) {
-        if (this.#running === this.#workers) return;
         this.#running++;
-        task = this.#ready[this.#readyHead]!;
+        const task = this.#ready[this.#readyHead]!;
         this.#ready[this.#readyHead++] = undefined as unknown as Task;
         if (this.#readyHead === this.#ready.length) {
           this.#ready = [];
           this.#readyHead = 0;
         }
+        if (task.slot === undefined) this.#debtors.delete(task);
+        else this.#releaseSlot(task.slot);
         this.#run(task.job, task.group, task.attempt);
       } else if (this.#queueHead < this.#queue.length) {
-        if (this.#running === this.#workers) return;
         this.#running++;
         const job = this.#queue[this.#queueHead]!;
         const group = job.targets[job.next++]!;
@@ -346,7 +433,7 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
             this.#queue = this.#queue.slice(this.#queueHead);
             this.#queueHead = 0;
           }
-          job.slot.release();
+          this.#releaseSlot(job.slot);
         }
         this.#run(job, group, 1);
       } else {
@@ -355,32 +442,48 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
     }
   }
 
+  /** Gives a queue slot to the oldest retry waiting without one, or frees it. */
+  #releaseSlot(slot: Permit): void {
+    if (this.#debtors.size > 0) {
+      for (const debtor of this.#debtors) {
+        this.#debtors.delete(debtor);
+        debtor.slot = slot;
+        return;
+      }
+    }
+    slot.release();
+  }
+
   #run(job: Job, group: Group, attempt: number): void {
     this.#queued--;
     const { consumers } = group;
-    if (consumers.length === 0) {
-      // Every consumer of this name unsubscribed: nobody is left to run it.
-      this.#running--;
-      this.#finish(job);
-      return;
-    }
-    const deliver = consumers[group.turn++ % consumers.length]!;
-    deliver({
+    const consumer = consumers.length === 0
+      ? group.last // every consumer left: it still runs what was accepted
+      : consumers[group.turn++ % consumers.length]!;
+    group.last = consumer;
+    const delivery = {
       event: job.event,
       handler: group.name,
       attempt,
       signal: this.#abort.signal,
-    }).then(
+    };
+    if (consumer.direct !== undefined) {
+      // A bus's own Deliver: its result comes to #sink, one hop sooner.
+      consumer.direct(delivery, this.#sink, { job, group, attempt, consumer });
+      return;
+    }
+    consumer.deliver(delivery).then(
       (result) => this.#settle(job, group, attempt, result),
-      // Deliver never rejects by contract; a broken one must not lose the job.
-      (error: unknown) =>
-        this.#settle(job, group, attempt, {
-          status: "retry",
-          delay: 0,
-          error,
-        }),
+      (error: unknown) => this.#broken(job, group, consumer, error),
     );
   }
+
+  #sink: DirectSink<Run> = {
+    settled: (run, result) =>
+      this.#settle(run.job, run.group, run.attempt, result),
+    broken: (run, error) =>
+      this.#broken(run.job, run.group, run.consumer, error),
+  };
 
   #settle(
     job: Job,
@@ -396,26 +499,50 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
         this.#finish(job);
         break;
       case "dead-letter":
+        this.#memory.add(result.error, group.last.logger);
         this.#finish(job);
         break;
       case "retry": {
+        // The waiting retry holds a queue slot: taken now if one is free,
+        // else the next one released (emits wait meanwhile).
         this.#queued++;
-        const task: Task = { job, group, attempt: attempt + 1 };
-        if (result.delay <= 0) {
+        const task: Task = {
+          job,
+          group,
+          attempt: attempt + 1,
+          slot: this.#slots.tryAcquire(),
+        };
+        if (task.slot === undefined) this.#debtors.add(task);
+        // Even a 0 ms delay waits for a timer: retries never starve the
+        // event loop.
+        const timer = setTimeout(() => {
+          this.#timers.delete(timer);
           this.#ready.push(task);
-        } else {
-          const timer = setTimeout(() => {
-            this.#timers.delete(timer);
-            this.#ready.push(task);
-            this.#pump();
-          }, result.delay);
-          this.#timers.add(timer);
-        }
+          this.#pump();
+        }, Math.max(0, result.delay));
+        this.#timers.add(timer);
         break;
       }
       case "abandoned":
         break; // only after #abort, handled above
     }
+    this.#pump();
+  }
+
+  /**
+   * A Deliver that rejected broke its contract: the pool never retries on
+   * its own account, so the delivery ends here, logged at error level.
+   */
+  #broken(job: Job, group: Group, consumer: Consumer, error: unknown): void {
+    this.#running--;
+    if (this.#abort.signal.aborted) return;
+    consumer.logger.error(
+      `Cannot deliver "${job.event.type}" (id "${job.event.id}") to handler "${group.name}": its Deliver rejected (${
+        describeError(error)
+      }), so the delivery ends without a retry; a Deliver must resolve with a result`,
+      { error, event: job.event.id, handler: group.name },
+    );
+    this.#finish(job);
     this.#pump();
   }
 
@@ -432,11 +559,20 @@ export class WorkerPool implements AsyncBackend, AsyncDisposable {
   }
 }
 
+interface Consumer {
+  readonly deliver: Deliver;
+  /** The same Deliver without a promise, when a bus of ours made it. */
+  readonly direct: DirectDeliver | undefined;
+  readonly logger: Logger;
+}
+
 interface Group {
   readonly name: string;
   readonly type: string;
-  readonly consumers: Deliver[];
+  readonly consumers: Consumer[];
   turn: number;
+  /** The consumer that ran its latest delivery: runs the rest after all left. */
+  last: Consumer;
 }
 
 interface Job {
@@ -454,4 +590,9 @@ interface Task {
   readonly job: Job;
   readonly group: Group;
   readonly attempt: number;
+  /** The queue slot it holds while it waits, if one was free. */
+  slot: Permit | undefined;
 }
+
+/** One try in progress, as the sink gets it back. */
+type Run = { job: Job; group: Group; attempt: number; consumer: Consumer };

@@ -7,11 +7,14 @@ import {
   DeadLetterError,
   describeError,
   EventBusClosedError,
+  EventValidationError,
   HandlerError,
   HandlerTimeoutError,
   InvalidEventTypeError,
+  NonRetriableError,
   QueueFullError,
   SerializationError,
+  UnroutableEventError,
 } from "../mod.ts";
 
 const event = createEvent("user.signup", { id: "u1" });
@@ -26,6 +29,12 @@ test("every error class has a stable name equal to its class name", () => {
     [new HandlerTimeoutError("a", "h", 5), "HandlerTimeoutError"],
     [new DeadLetterError(event, "h", 3), "DeadLetterError"],
     [new BackendError("nats", "x"), "BackendError"],
+    [
+      new EventValidationError("a", "emit", [{ message: "x" }]),
+      "EventValidationError",
+    ],
+    [new NonRetriableError("x"), "NonRetriableError"],
+    [new UnroutableEventError("sqs", "a"), "UnroutableEventError"],
   ];
   for (const [error, name] of errors) {
     assert.equal(error.name, name);
@@ -56,6 +65,19 @@ test("error messages say what failed, the state and the fix, with typed fields",
   const many = new HandlerError(event, [new Error("a"), "b"]);
   assert.deepEqual(many.errors.length, 2);
   assert.match(many.message, /2 handlers failed: Error: a; "b"/);
+  const unroutable = new UnroutableEventError("rabbitmq", "user.signup", {
+    searched: 'exchange "events"',
+    cause,
+  });
+  assert.ok(unroutable instanceof BackendError);
+  assert.equal(unroutable.backend, "rabbitmq");
+  assert.equal(unroutable.eventType, "user.signup");
+  assert.equal(unroutable.searched, 'exchange "events"');
+  assert.equal(unroutable.cause, cause);
+  assert.equal(
+    unroutable.message,
+    'Cannot publish "user.signup": no handler queue exists for it (searched exchange "events"), so no handler would get it and nothing was stored; start a worker that subscribes to it first (its listen() creates the queue), or declare its handler names on the producer with the backend option handlers: { "user.signup": ["<handler name>"] }',
+  );
 });
 
 test("describeError() describes errors, strings and other thrown values", () => {

@@ -1,21 +1,37 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 import assert from "node:assert/strict";
+import { AsyncResource } from "node:async_hooks";
+import process from "node:process";
 import { test } from "node:test";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 import {
   type AsyncBackend,
+  type CloseReport,
+  type ConsumeOptions,
+  createEvent,
   type DeadLetterError,
+  type Deliver,
   type Event,
   EventBus,
   EventBusClosedError,
+  type EventBusOptions,
   HandlerError,
   HandlerTimeoutError,
   InvalidEventTypeError,
+  type Logger,
   QueueFullError,
   SerializationError,
   WorkerPool,
 } from "../mod.ts";
 import { RecordingBackend } from "../src/testing.ts";
-import { Counter, MemoryLogger } from "./_util.ts";
+import {
+  collectUnhandled,
+  Counter,
+  MemoryLogger,
+  nextMacrotask,
+  withDeadline,
+} from "./fixtures/_util.ts";
 
 type Events = {
   "user.signup": { id: string };
@@ -23,7 +39,7 @@ type Events = {
   "cache.cleared": undefined;
 };
 
-function quietBus(options: ConstructorParameters<typeof EventBus>[0] = {}) {
+function quietBus(options: EventBusOptions = {}) {
   const logger = new MemoryLogger();
   return { bus: new EventBus<Events>({ logger, ...options }), logger };
 }
@@ -314,7 +330,7 @@ test("EventBus: without onError a dead letter goes to the logger at error level;
   await bus2.close();
   assert.match(
     logger2.lines[0]!.message,
-    /onError threw: Error: onError broke/,
+    /onError failed: Error: onError broke/,
   );
 });
 
@@ -498,7 +514,84 @@ test("EventBus: stats() counts queued, inFlight, completed, failed, retried and 
     failed: 3,
     retried: 2,
     deadLettered: 1,
+    handlers: { w: { completed: 2, failed: 3, retried: 2, deadLettered: 1 } },
   });
+  await bus.close();
+});
+
+test("EventBus: stats().handlers counts completed, failed, retried and deadLettered per handler name", async () => {
+  const dead = new Counter();
+  const done = new Counter();
+  const { bus } = quietBus({
+    retry: { attempts: 2, backoff: { initial: 1, max: 2 } },
+    onError: () => dead.add(),
+  });
+  bus.subscribe("user.signup", () => {
+    throw new Error("down");
+  }, { async: true, name: "A" });
+  bus.subscribe("user.signup", () => done.add(), { async: true, name: "B" });
+  bus.subscribe("user.signup", () => {}); // sync: no deliveries, no line
+  assert.deepEqual(bus.stats().handlers, {
+    A: { completed: 0, failed: 0, retried: 0, deadLettered: 0 },
+    B: { completed: 0, failed: 0, retried: 0, deadLettered: 0 },
+  });
+  for (let i = 0; i < 3; i++) await bus.emit("user.signup", { id: `u${i}` });
+  await done.reach(3);
+  await dead.reach(3);
+  const stats = bus.stats();
+  assert.deepEqual(stats.handlers, {
+    A: { completed: 0, failed: 6, retried: 3, deadLettered: 3 },
+    B: { completed: 3, failed: 0, retried: 0, deadLettered: 0 },
+  });
+  assert.deepEqual(
+    [stats.completed, stats.failed, stats.retried, stats.deadLettered],
+    [3, 6, 3, 3],
+    "the bus-wide totals are the sums per name",
+  );
+  stats.handlers.A!.failed = 100; // a snapshot: changing it changes nothing
+  assert.equal(bus.stats().handlers.A!.failed, 6);
+  await bus.close();
+});
+
+test("EventBus: stats().handlers keeps a name's counters while a subscription uses it, drops them after", async () => {
+  const done = new Counter();
+  const { bus } = quietBus();
+  const handler = () => done.add();
+  const first = bus.subscribe("user.signup", handler, {
+    async: true,
+    name: "twice",
+  });
+  const second = bus.subscribe("user.signup", handler, {
+    async: true,
+    name: "twice",
+  });
+  const proto = bus.subscribe("user.signup", handler, {
+    async: true,
+    name: "__proto__",
+  });
+  for (let i = 0; i < 4; i++) await bus.emit("user.signup", { id: `u${i}` });
+  await done.reach(8);
+  const zero = { completed: 0, failed: 0, retried: 0, deadLettered: 0 };
+  const four = { ...zero, completed: 4 };
+  assert.deepEqual(
+    bus.stats().handlers,
+    Object.fromEntries([["twice", four], ["__proto__", four]]),
+    'competing subscriptions share their name\'s line; "__proto__" is a name',
+  );
+  first.unsubscribe();
+  proto.unsubscribe();
+  assert.deepEqual(bus.stats().handlers, { twice: four });
+  second.unsubscribe();
+  assert.deepEqual(bus.stats().handlers, {}, "a freed name's line is gone");
+  bus.subscribe("user.signup", handler, { async: true, name: "twice" });
+  await bus.emit("user.signup", { id: "u4" });
+  await done.reach(9);
+  assert.deepEqual(
+    bus.stats().handlers,
+    { twice: { ...zero, completed: 1 } },
+    "subscribed again, it starts from zero",
+  );
+  assert.equal(bus.stats().completed, 9, "the bus-wide totals keep counting");
   await bus.close();
 });
 
@@ -528,3 +621,456 @@ test("EventBus: no unhandled rejection escapes from failing async handlers", asy
   globalThis.removeEventListener?.("unhandledrejection", onUnhandled);
   assert.deepEqual(unhandled, []);
 });
+
+test("EventBus: a delivery past its attempts is dead-lettered as crashed without running", async () => {
+  let deliver: Deliver | undefined;
+  const backend: AsyncBackend = {
+    name: "replaying",
+    remote: true,
+    publish: () => Promise.resolve(),
+    consume(d) {
+      deliver = d;
+      return Promise.resolve();
+    },
+    close: () => Promise.resolve({ completed: 0, abandoned: [] }),
+  };
+  const dead: DeadLetterError[] = [];
+  const { bus } = quietBus({
+    backend,
+    retry: { attempts: 3 },
+    onError: (error) => void dead.push(error as DeadLetterError),
+  });
+  let runs = 0;
+  bus.subscribe("user.signup", () => void runs++, {
+    async: true,
+    name: "mailer",
+  });
+  await bus.listen();
+  const event = createEvent("user.signup", { id: "u1" });
+  const third = await deliver!({ event, handler: "mailer", attempt: 3 });
+  assert.equal(third.status, "completed");
+  const fourth = await deliver!({ event, handler: "mailer", attempt: 4 });
+  assert.equal(fourth.status, "dead-letter");
+  assert.equal(runs, 1, "the fourth delivery did not run");
+  assert.equal(dead.length, 1);
+  assert.equal(dead[0]!.reason, "crashed");
+  assert.equal(dead[0]!.attempts, 3);
+  assert.equal(dead[0]!.event, event);
+  assert.equal(bus.stats().deadLettered, 1);
+  await bus.close();
+});
+
+// --- Hardening: user callbacks, unsubscribe, emit, names, bounds, listen ---
+
+/** A logger whose every method throws (or rejects, when `async`). */
+function brokenLogger(async = false): Logger & { calls: number } {
+  const logger = { calls: 0 } as Logger & { calls: number };
+  for (const level of ["debug", "info", "warn", "error"] as const) {
+    logger[level] = () => {
+      logger.calls++;
+      const error = new Error(`logger.${level} broke`);
+      if (async) return Promise.reject(error) as unknown as void;
+      throw error;
+    };
+  }
+  return logger;
+}
+
+for (const async of [false, true]) {
+  test(
+    `EventBus: a ${
+      async ? "rejecting" : "throwing"
+    } logger never adds a try, stalls no timer and leaks no rejection`,
+    async () => {
+      using unhandled = collectUnhandled();
+      const quiet = silenceConsoleError();
+      try {
+        const logger = brokenLogger(async);
+        const bus = new EventBus<Events>({
+          logger,
+          retry: { attempts: 3, backoff: { initial: 1, max: 2 } },
+        });
+        const attempts: number[] = [];
+        bus.subscribe("user.signup", (_event, ctx) => {
+          attempts.push(ctx.attempt);
+          throw new Error("always");
+        }, { async: true, name: "failing" });
+        let fired = false;
+        const timer = new Promise<void>((resolve) =>
+          setTimeout(() => {
+            fired = true;
+            resolve();
+          }, 0)
+        );
+        await bus.emit("user.signup", { id: "1" });
+        await withDeadline(timer, 5000, () => "a 0 ms timer never fired");
+        const report = await bus.close({ timeout: 5000 });
+        assert.ok(fired);
+        assert.deepEqual(attempts, [1, 2, 3]);
+        assert.deepEqual(report.abandoned, []);
+        assert.equal(bus.stats().deadLettered, 1);
+        assert.equal(bus.stats().failed, 3);
+        assert.ok(logger.calls >= 3, "the logger was called (and broke)");
+        await nextMacrotask();
+        assert.deepEqual(unhandled.reasons, []);
+      } finally {
+        quiet.restore();
+      }
+    },
+  );
+}
+
+test("EventBus: an async onError that rejects is caught and logged, even by a throwing logger", async () => {
+  using unhandled = collectUnhandled();
+  const quiet = silenceConsoleError();
+  try {
+    const logger = new MemoryLogger();
+    const dead = new Counter();
+    const bus = new EventBus<Events>({
+      logger,
+      retry: { attempts: 1 },
+      onError: async () => {
+        dead.add();
+        await Promise.resolve();
+        throw new Error("onError rejected");
+      },
+    });
+    bus.subscribe("user.signup", () => {
+      throw new Error("nope");
+    }, { async: true, name: "bad" });
+    await bus.emit("user.signup", { id: "1" });
+    await dead.reach(1);
+    await nextMacrotask();
+    assert.ok(
+      logger.lines.some((l) =>
+        l.level === "error" && /onError.*onError rejected/.test(l.message)
+      ),
+      JSON.stringify(logger.lines),
+    );
+    await bus.close();
+
+    // The same with a logger that throws: the fallback is console.error.
+    const bus2 = new EventBus<Events>({
+      logger: brokenLogger(),
+      retry: { attempts: 1 },
+      onError: () => Promise.reject(new Error("onError rejected again")),
+    });
+    bus2.subscribe("user.signup", () => {
+      throw new Error("nope");
+    }, { async: true, name: "bad" });
+    await bus2.emit("user.signup", { id: "1" });
+    await bus2.close();
+    await nextMacrotask();
+    assert.ok(
+      quiet.lines.some((line) => /onError rejected again/.test(line)),
+      JSON.stringify(quiet.lines),
+    );
+    assert.deepEqual(unhandled.reasons, []);
+  } finally {
+    quiet.restore();
+  }
+});
+
+test("EventBus: unsubscribe stops new deliveries only; accepted ones still run", async () => {
+  const { bus } = quietBus({
+    backend: new WorkerPool({ workers: 1, queueSize: 200 }),
+    retry: { attempts: 2, backoff: { initial: 1, max: 1 } },
+  });
+  const handled: string[] = [];
+  let calls = 0;
+  const sub = bus.subscribe("user.signup", (event) => {
+    calls++;
+    if (calls === 1) {
+      sub.unsubscribe();
+      throw new Error("first try fails: a retry waits");
+    }
+    handled.push(event.data.id);
+  }, { async: true, name: "leaver" });
+  // All 100 are queued before the first try runs and unsubscribes.
+  const accepted = (await Promise.all(
+    Array.from(
+      { length: 100 },
+      (_, i) => bus.emit("user.signup", { id: `${i}` }),
+    ),
+  )).map((event) => event.data.id);
+  const report = await bus.close({ timeout: 5000 });
+  assert.deepEqual(report.abandoned, []);
+  assert.deepEqual([...handled].sort(), [...accepted].sort());
+  assert.equal(bus.stats().completed, 100);
+  assert.equal(bus.stats().retried, 1);
+  // After the unsubscribe, new events reach nobody.
+  const { bus: later } = quietBus();
+  let after = 0;
+  later.subscribe("user.signup", () => void after++, {
+    async: true,
+    name: "gone",
+  }).unsubscribe();
+  await later.emit("user.signup", { id: "x" });
+  await later.close();
+  assert.equal(after, 0);
+});
+
+test("EventBus.emit(): no async handler code runs inside the emit() call", async () => {
+  for (const backend of [new WorkerPool(), inlineBackend()]) {
+    const { bus } = quietBus({ backend });
+    const order: string[] = [];
+    const done = new Counter();
+    bus.subscribe("user.signup", () => {
+      order.push("handler body");
+      done.add();
+    }, { async: true, name: "eager" });
+    order.push("before emit");
+    const promise = bus.emit("user.signup", { id: "1" });
+    order.push("emit returned");
+    await promise;
+    await done.reach(1);
+    await bus.close();
+    assert.deepEqual(
+      order,
+      ["before emit", "emit returned", "handler body"],
+      backend.name,
+    );
+  }
+});
+
+test("EventBus.emit() accepts a payload nested 100 000 deep and names the path of a bad leaf", async () => {
+  const backend = new RecordingBackend();
+  const { bus } = quietBus({ backend });
+  const deep = (leaf: unknown) => {
+    let value: unknown = leaf;
+    for (let i = 0; i < 100_000; i++) value = { a: value };
+    return value;
+  };
+  // deno-lint-ignore no-explicit-any
+  const emit = bus.emit as (type: string, data: unknown) => Promise<any>;
+  await emit.call(bus, "user.signup", deep("ok"));
+  assert.equal(backend.published.length, 1);
+  await assert.rejects(
+    emit.call(bus, "user.signup", deep(1n)),
+    (error: unknown) =>
+      error instanceof SerializationError &&
+      error.path === `data${".a".repeat(100_000)}` &&
+      error.message.length < 1000,
+  );
+  assert.equal(backend.published.length, 1);
+  await bus.close();
+});
+
+test("EventBus: unsubscribe frees a handler name for any type, and default names restart", async () => {
+  const backend = new RecordingBackend();
+  const { bus } = quietBus({ backend });
+  await bus.listen();
+  const sub = bus.subscribe("user.signup", () => {}, {
+    async: true,
+    name: "worker",
+  });
+  sub.unsubscribe();
+  bus.subscribe("user.login.before", () => {}, {
+    async: true,
+    name: "worker",
+  });
+  bus.subscribe("cache.cleared", () => {}, { async: true }).unsubscribe();
+  bus.subscribe("cache.cleared", () => {}, { async: true });
+  await bus.listen();
+  assert.deepEqual(backend.consumers.map((c) => `${c.type}:${c.name}`), [
+    "user.signup:worker",
+    "user.login.before:worker",
+    "cache.cleared:cache.cleared#1",
+    "cache.cleared:cache.cleared#1",
+  ]);
+  await bus.close();
+});
+
+// node --test (Node 20) files each async resource a test creates in a Map
+// whose table keeps its size: churning in a scope made outside any test
+// keeps the runner's bookkeeping out of the heap measured (Deno, Bun: no-op).
+const OUTSIDE_TESTS = new AsyncResource("heap-churn");
+
+test("EventBus: subscribe/unsubscribe churn with unique names keeps the heap flat", async () => {
+  const gc = exposeGc();
+  if (gc === undefined) return; // no way to force a collection here
+  const { bus } = quietBus();
+  const churn = (from: number, count: number) =>
+    OUTSIDE_TESTS.runInAsyncScope(() => {
+      for (let i = from; i < from + count; i++) {
+        bus.subscribe(`churn.t${i}` as "user.signup", () => {}, {
+          async: true,
+          name: `unique-${i}`,
+        }).unsubscribe();
+      }
+    });
+  churn(0, 20_000); // warm up
+  await nextMacrotask(); // let the microtasks of the loop run, then collect
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  churn(20_000, 200_000);
+  await nextMacrotask();
+  gc();
+  const grown = process.memoryUsage().heapUsed - before;
+  await bus.close();
+  // Names that were never forgotten grew the heap by ~18 MB here.
+  assert.ok(grown < 4_000_000, `heap grew by ${grown} bytes`);
+});
+
+test("EventBus rejects an event type over 255 characters and a bad id before anything runs", async () => {
+  const backend = new RecordingBackend();
+  const { bus } = quietBus({ backend });
+  let runs = 0;
+  bus.subscribe("user.signup", () => void runs++);
+  const long = `${"a".repeat(250)}.bcdef`; // 256 characters
+  assert.throws(
+    () => bus.subscribe(long as "user.signup", () => {}),
+    InvalidEventTypeError,
+  );
+  await assert.rejects(
+    bus.emit(long as "user.signup", { id: "1" }),
+    (error: unknown) =>
+      error instanceof InvalidEventTypeError && /255/.test(error.message),
+  );
+  await bus.emit(`${"a".repeat(249)}.bcdef` as "user.signup", { id: "1" });
+  for (
+    const id of [
+      "",
+      " padded",
+      "padded ",
+      "line\nbreak",
+      "tab\tid",
+      "nul\0id",
+      "del\x7fid",
+      "nbsp\u00a0id",
+      "x".repeat(257),
+    ]
+  ) {
+    for (const method of ["emit", "emitSync"] as const) {
+      await assert.rejects(
+        bus[method]("user.signup", { id: "1" }, { id }),
+        (error: unknown) =>
+          error instanceof TypeError &&
+          /1 to 256 characters/.test(error.message),
+        JSON.stringify(id),
+      );
+    }
+  }
+  await bus.emit("user.signup", { id: "1" }, { id: "x".repeat(256) });
+  await bus.emit("user.signup", { id: "1" }, { id: "order-42/é" });
+  assert.equal(runs, 2, "only the valid user.signup emits ran it");
+  assert.equal(backend.published.length, 3);
+  await bus.close();
+});
+
+test("EventBus.listen() again after later subscriptions resolves once their consumers are attached", async () => {
+  const backend = new SlowAttachBackend();
+  const { bus } = quietBus({ backend });
+  bus.subscribe("user.signup", () => {}, { async: true, name: "first" });
+  const first = bus.listen();
+  backend.release();
+  await first;
+  assert.deepEqual(backend.attached, ["first"]);
+  bus.subscribe("user.signup", () => {}, { async: true, name: "second" });
+  let resolved = false;
+  const second = bus.listen().then(() => void (resolved = true));
+  await nextMacrotask();
+  assert.equal(resolved, false, "listen() waits for the new consumer");
+  backend.release();
+  await second;
+  assert.deepEqual(backend.attached, ["first", "second"]);
+  await bus.close();
+});
+
+test("EventBus.close() while listen() is pending rejects it with EventBusClosedError", async () => {
+  const backend = new SlowAttachBackend();
+  const { bus } = quietBus({ backend });
+  bus.subscribe("user.signup", () => {}, { async: true, name: "slow" });
+  const listening = bus.listen();
+  await nextMacrotask();
+  await bus.close();
+  await assert.rejects(listening, EventBusClosedError);
+  backend.release();
+});
+
+test("EventBus.listen() on a remote backend warns once for each async handler without a name", async () => {
+  const backend = new RecordingBackend();
+  const { bus, logger } = quietBus({ backend });
+  bus.subscribe("user.signup", () => {}, { async: true });
+  bus.subscribe("user.signup", () => {}, { async: true, name: "named" });
+  bus.subscribe("cache.cleared", () => {}, { async: true });
+  await bus.listen();
+  bus.subscribe("user.login.before", () => {}, { async: true });
+  await bus.listen();
+  const warnings = logger.lines.filter((l) => l.level === "warn");
+  assert.equal(warnings.length, 3, JSON.stringify(warnings));
+  assert.match(warnings[0]!.message, /"user\.signup#1".*name/);
+  // In-process: no broker keeps a consumer, so no warning.
+  const { bus: local, logger: localLogger } = quietBus();
+  local.subscribe("user.signup", () => {}, { async: true });
+  await local.listen();
+  assert.equal(localLogger.lines.length, 0);
+  await Promise.all([bus.close(), local.close()]);
+});
+
+/** A backend that runs every delivery at once, inside publish(). */
+function inlineBackend(): AsyncBackend {
+  const consumers: { type: string; name: string; deliver: Deliver }[] = [];
+  return {
+    name: "inline",
+    remote: false,
+    async publish(event) {
+      for (const c of consumers.filter((c) => c.type === event.type)) {
+        await c.deliver({ event, handler: c.name, attempt: 1 });
+      }
+    },
+    consume(deliver, { consumers: specs }) {
+      for (const { type, name } of specs) {
+        consumers.push({ type, name, deliver });
+      }
+      return Promise.resolve();
+    },
+    close: () => Promise.resolve({ completed: 0, abandoned: [] }),
+  };
+}
+
+/** A remote backend whose consume() resolves only when released. */
+class SlowAttachBackend implements AsyncBackend {
+  readonly name = "slow-attach";
+  readonly remote = true;
+  readonly attached: string[] = [];
+  #pending: (() => void)[] = [];
+  publish(): Promise<void> {
+    return Promise.resolve();
+  }
+  consume(_deliver: Deliver, options: ConsumeOptions): Promise<void> {
+    return new Promise((resolve) =>
+      this.#pending.push(() => {
+        for (const spec of options.consumers) this.attached.push(spec.name);
+        resolve();
+      })
+    );
+  }
+  release(): void {
+    for (const resolve of this.#pending.splice(0)) resolve();
+  }
+  close(): Promise<CloseReport> {
+    return Promise.resolve({ completed: 0, abandoned: [] });
+  }
+}
+
+/** Replaces console.error while a test expects the library's fallback. */
+function silenceConsoleError(): { lines: string[]; restore(): void } {
+  const original = console.error;
+  const lines: string[] = [];
+  console.error = (...args: unknown[]) => void lines.push(args.join(" "));
+  return { lines, restore: () => void (console.error = original) };
+}
+
+/** `gc()` where the runtime lets a test force a collection. */
+function exposeGc(): (() => void) | undefined {
+  const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
+  if (bun !== undefined) return () => bun.gc(true);
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    return typeof gc === "function" ? gc : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  assertEventType,
   assertJsonSafe,
   createEvent,
   decodeEvent,
@@ -148,4 +149,74 @@ test("decodeEvent() rejects messages that are not ours with SerializationError",
   for (const input of bad) {
     assert.throws(() => decodeEvent(input), SerializationError, input);
   }
+});
+
+test("isValidEventType() accepts at most 255 characters", () => {
+  assert.ok(isValidEventType(`${"a".repeat(249)}.bcdef`));
+  assert.ok(!isValidEventType(`${"a".repeat(250)}.bcdef`));
+  assert.ok(!isValidEventType("a".repeat(4100)));
+  assert.throws(
+    () => assertEventType("a".repeat(4100)),
+    (error: unknown) =>
+      error instanceof InvalidEventTypeError &&
+      /at most 255 characters/.test(error.message) &&
+      error.message.length < 400,
+  );
+});
+
+test("createEvent() takes ids of 1 to 256 characters without whitespace or control characters", () => {
+  for (
+    const id of ["", " a", "a ", "a\nb", "a\rb", "a\u2028b", "a\x00b", "a\x9fb"]
+  ) {
+    assert.throws(
+      () => createEvent("a", 1, { id }),
+      (error: unknown) =>
+        error instanceof TypeError && /1 to 256 characters/.test(error.message),
+      JSON.stringify(id),
+    );
+  }
+  assert.throws(() => createEvent("a", 1, { id: "x".repeat(257) }), TypeError);
+  assert.equal(createEvent("a", 1, { id: "x".repeat(256) }).id.length, 256);
+  assert.equal(createEvent("a", 1, { id: "ünï/cödé:42" }).id, "ünï/cödé:42");
+});
+
+test("decodeEvent() rejects a wire id or type outside the bounds", () => {
+  const wire = (patch: Record<string, unknown>) =>
+    JSON.stringify({
+      specversion: "1.0",
+      id: "1",
+      type: "a.b",
+      source: "s",
+      time: new Date().toISOString(),
+      ...patch,
+    });
+  for (const patch of [{ id: "two words" }, { type: "a".repeat(256) }]) {
+    assert.throws(() => decodeEvent(wire(patch)), SerializationError);
+  }
+  assert.equal(decodeEvent(wire({})).id, "1");
+});
+
+test("assertJsonSafe() walks 100 000 levels without a RangeError", () => {
+  let value: unknown = [1];
+  for (let i = 0; i < 100_000; i++) {
+    value = i % 2 === 0 ? { k: value } : [value];
+  }
+  assertJsonSafe(value);
+  let bad: unknown = { n: NaN };
+  for (let i = 0; i < 100_000; i++) bad = [bad];
+  assert.throws(
+    () => assertJsonSafe(bad),
+    (error: unknown) =>
+      error instanceof SerializationError &&
+      error.path === `data${"[0]".repeat(100_000)}.n`,
+  );
+  const cycle: unknown[] = [];
+  let tip: unknown[] = cycle;
+  for (let i = 0; i < 50_000; i++) tip.push(tip = []);
+  tip.push(cycle);
+  assert.throws(
+    () => assertJsonSafe(cycle),
+    (error: unknown) =>
+      error instanceof SerializationError && /cycle/.test(error.message),
+  );
 });

@@ -2,12 +2,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  createEvent,
   EventBus,
   EventBusClosedError,
   QueueFullError,
   WorkerPool,
 } from "../mod.ts";
-import { Counter, MemoryLogger } from "./_util.ts";
+import { Counter, MemoryLogger, nextMacrotask } from "./fixtures/_util.ts";
 
 type Events = { "job.run": { n: number } };
 
@@ -229,4 +230,92 @@ test("WorkerPool.publish() accepts and drops an event nobody consumes", async ()
   }
   assert.equal(pool.queued, 0);
   await bus.close();
+});
+
+test("WorkerPool counts deliveries waiting for a retry against queueSize", async () => {
+  for (const overflow of ["reject", "wait"] as const) {
+    const pool = new WorkerPool({ workers: 2, queueSize: 10, overflow });
+    const bus = new EventBus<Events>({
+      backend: pool,
+      logger: new MemoryLogger(),
+      retry: { attempts: 5, backoff: { initial: 60_000, jitter: false } },
+    });
+    const tries = new Counter();
+    bus.subscribe("job.run", () => {
+      tries.add();
+      throw new Error("always fails");
+    }, { async: true, name: "hopeless" });
+    let accepted = 0;
+    let refused: unknown;
+    for (let n = 0; n < 1000 && refused === undefined; n++) {
+      try {
+        await bus.emit("job.run", { n }, {
+          signal: AbortSignal.timeout(200),
+        });
+        accepted++;
+        await nextMacrotask(); // let the pool start (and fail) the try
+      } catch (error) {
+        refused = error;
+      }
+    }
+    if (overflow === "reject") assert.ok(refused instanceof QueueFullError);
+    else assert.equal((refused as Error).name, "TimeoutError");
+    assert.ok(accepted >= 10 && accepted <= 12, `${overflow}: ${accepted}`);
+    assert.ok(pool.queued <= 12, `queued ${pool.queued}`);
+    const report = await pool.close({ timeout: 0 });
+    assert.equal(report.abandoned.length, accepted);
+    await bus.close();
+  }
+});
+
+test("WorkerPool never retries on its own: a Deliver that rejects is logged, not tried again", async () => {
+  const pool = new WorkerPool();
+  const logger = new MemoryLogger();
+  let calls = 0;
+  await pool.consume(() => {
+    calls++;
+    return Promise.reject(new Error("broken deliver"));
+  }, {
+    consumers: [{ name: "broken", type: "job.run", attempts: 3 }],
+    logger,
+  });
+  for (let n = 0; n < 5; n++) await pool.publish(createEvent("job.run", { n }));
+  const report = await pool.close({ timeout: 1000 });
+  assert.equal(calls, 5);
+  assert.equal(report.completed, 0);
+  assert.equal(
+    logger.lines.filter((l) =>
+      l.level === "error" && /broken deliver/.test(l.message)
+    ).length,
+    5,
+  );
+});
+
+test("WorkerPool: 50 000 emits waiting for room settle promptly when their signal aborts", async () => {
+  const { bus, open, started } = gated({ workers: 1, queueSize: 1 });
+  await bus.emit("job.run", { n: 0 });
+  await started.reach(1);
+  await bus.emit("job.run", { n: 1 }); // fills the queue
+  const controllers: AbortController[] = [];
+  const waits: Promise<unknown>[] = [];
+  for (let n = 2; n < 50_002; n++) {
+    const controller = new AbortController();
+    controllers.push(controller);
+    waits.push(
+      bus.emit("job.run", { n }, { signal: controller.signal }).then(
+        () => "accepted",
+        (error: unknown) => error,
+      ),
+    );
+  }
+  const reason = new Error("gave up");
+  const began = performance.now();
+  for (const controller of controllers) controller.abort(reason);
+  const elapsed = performance.now() - began; // every waiter removed by now
+  const outcomes = await Promise.all(waits);
+  assert.ok(outcomes.every((outcome) => outcome === reason));
+  assert.ok(elapsed < 3000, `aborts took ${Math.round(elapsed)} ms`);
+  open();
+  const report = await bus.close({ timeout: 5000 });
+  assert.equal(report.completed, 2);
 });

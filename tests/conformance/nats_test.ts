@@ -2,20 +2,22 @@
 // The conformance suite on JetStreamBackend against the shared NATS on
 // 127.0.0.1:4222; each world gets its own stream and subjects, deleted after.
 
-import { jetstreamManager } from "@nats-io/jetstream";
+import { describe, it } from "node:test";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { JetStreamBackend } from "../../backends/nats/mod.ts";
-import { reachable } from "../_brokers.ts";
-import { runConformance } from "./suite.ts";
+import {
+  type ConformanceTarget,
+  runConformance,
+} from "@eventbus/core/conformance";
+import { otelRoundTrip } from "./_otel_round_trip.ts";
+import { JetStreamBackend } from "@eventbus/nats";
+import { brokerMissing, reachable } from "../fixtures/_brokers.ts";
+import { streamsOf } from "../fixtures/_nats.ts";
 
 const SERVER = "127.0.0.1:4222";
 
-await runConformance({
+const target: ConformanceTarget = {
   name: "JetStreamBackend",
-  unavailable: async () =>
-    await reachable("127.0.0.1", 4222)
-      ? undefined
-      : `no NATS server on ${SERVER}`,
   open() {
     const id = crypto.randomUUID().slice(0, 8);
     const stream = `CONF_${id}`;
@@ -35,12 +37,22 @@ await runConformance({
         backends.push(backend);
         return backend;
       },
+      async inject(type, body) {
+        // With nats.js itself, on the subject events of `type` travel on;
+        // the stream exists: the test emitted through the bus first.
+        const nc = await connect({ servers: SERVER });
+        try {
+          await jetstream(nc).publish(`${subjectPrefix}.${type}`, body);
+        } finally {
+          await nc.close();
+        }
+      },
       async [Symbol.asyncDispose]() {
         await Promise.all(backends.map((b) => b.close({ timeout: 1000 })));
         const nc = await connect({ servers: SERVER });
         try {
           const jsm = await jetstreamManager(nc);
-          for (const name of [stream, `${stream}_DLQ`]) {
+          for (const name of streamsOf(stream)) {
             await jsm.streams.delete(name).catch(() => false);
           }
         } finally {
@@ -50,4 +62,12 @@ await runConformance({
     });
   },
   features: { durable: true },
-});
+};
+
+const reason = await reachable("127.0.0.1", 4222)
+  ? undefined
+  : `no NATS server on ${SERVER}`;
+if (reason === undefined) {
+  runConformance(target, { describe, it });
+  otelRoundTrip(target);
+} else brokerMissing(`${target.name} conformance`, reason);

@@ -2,33 +2,61 @@
 // The conformance suite against the RabbitMQ on 127.0.0.1:5672 (guest/guest):
 // each world gets its own exchange, and the queues and exchanges it declared
 // are deleted when the world closes.
+//
+// A world is one deployment whose producers list their handler names in the
+// backend's `handlers` option: the names of every hint the world was given,
+// plus a "conformance-tap" handler of every suite event type. The tap stands
+// for the deployment's other consumers: without any queue bound for a type,
+// `emit` rejects with UnroutableEventError (tested in
+// tests/backends/rabbitmq_test.ts), and "keeps event types apart" emits a
+// type that no test handler subscribes.
 
+import { Buffer } from "node:buffer";
+import { describe, it } from "node:test";
 import { Connection } from "rabbitmq-client";
-import { RabbitMqBackend } from "../../backends/rabbitmq.ts";
-import { reachable } from "../_brokers.ts";
-import { runConformance } from "./suite.ts";
+import {
+  type ConformanceTarget,
+  runConformance,
+} from "@eventbus/core/conformance";
+import { otelRoundTrip } from "./_otel_round_trip.ts";
+import { RabbitMqBackend } from "@eventbus/rabbitmq";
+import { brokerMissing, reachable } from "../fixtures/_brokers.ts";
+import { recording } from "../fixtures/_rabbitmq_dead_letters.ts";
 
 const URL = "amqp://guest:guest@127.0.0.1:5672";
+const SUITE_TYPES = ["conf.order.placed", "conf.other"];
 
-await runConformance({
+const target: ConformanceTarget = {
   name: "RabbitMqBackend",
-  async unavailable() {
-    return await reachable("127.0.0.1", 5672)
-      ? undefined
-      : "no RabbitMQ on 127.0.0.1:5672";
-  },
   open() {
     const exchange = `conformance-${crypto.randomUUID()}`;
     const connections: Connection[] = [];
     const backends: RabbitMqBackend[] = [];
     const queues = new Set<string>([`${exchange}.dead-letter`]);
+    const handlers = new Map(
+      SUITE_TYPES.map((type) => [type, ["conformance-tap"]]),
+    );
     return Promise.resolve({
-      backend() {
+      backend(hint) {
+        for (const { type, name } of hint?.handlers ?? []) {
+          handlers.set(type, [...handlers.get(type) ?? [], name]);
+        }
         const connection = recording(new Connection(URL), queues);
         connections.push(connection);
-        const backend = new RabbitMqBackend(connection, { exchange });
+        const backend = new RabbitMqBackend(connection, {
+          exchange,
+          handlers: Object.fromEntries(handlers),
+        });
         backends.push(backend);
         return Promise.resolve(backend);
+      },
+      async inject(type, body) {
+        const admin = new Connection(URL);
+        admin.on("error", () => {});
+        const raw = admin.createPublisher({ confirm: true });
+        await raw.send({ exchange, routingKey: type }, Buffer.from(body));
+        await raw.close();
+        await admin.close();
       },
       async [Symbol.asyncDispose]() {
         await Promise.all(backends.map((b) => b.close({ timeout: 1000 })));
@@ -44,20 +72,12 @@ await runConformance({
     });
   },
   features: { durable: true },
-});
+};
 
-/** Notes every queue the backend declares on `connection`, for clean-up. */
-function recording(connection: Connection, queues: Set<string>): Connection {
-  connection.on("error", () => {});
-  const createConsumer = connection.createConsumer.bind(connection);
-  connection.createConsumer = (props, handler) => {
-    if (props.queue !== undefined) queues.add(props.queue);
-    return createConsumer(props, handler);
-  };
-  const queueDeclare = connection.queueDeclare.bind(connection);
-  connection.queueDeclare = ((params: { queue?: string }) => {
-    if (params.queue !== undefined) queues.add(params.queue);
-    return queueDeclare(params);
-  }) as typeof connection.queueDeclare;
-  return connection;
-}
+const reason = await reachable("127.0.0.1", 5672)
+  ? undefined
+  : "no RabbitMQ on 127.0.0.1:5672";
+if (reason === undefined) {
+  runConformance(target, { describe, it });
+  otelRoundTrip(target);
+} else brokerMissing(`${target.name} conformance`, reason);

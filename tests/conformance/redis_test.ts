@@ -1,21 +1,22 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 // The conformance suite against the Redis on 127.0.0.1:6379: each world gets
 // its own key prefix, and its keys are deleted when the world closes.
+// inject() adds a raw entry with XADD where the backend reads its events.
 
+import { describe, it } from "node:test";
 import { createClient } from "@redis/client";
-import { RedisStreamsBackend } from "../../backends/redis.ts";
-import { reachable } from "../_brokers.ts";
-import { runConformance } from "./suite.ts";
+import {
+  type ConformanceTarget,
+  runConformance,
+} from "@eventbus/core/conformance";
+import { otelRoundTrip } from "./_otel_round_trip.ts";
+import { RedisStreamsBackend } from "@eventbus/redis";
+import { brokerMissing, reachable } from "../fixtures/_brokers.ts";
 
 const URL = "redis://127.0.0.1:6379";
 
-await runConformance({
+const target: ConformanceTarget = {
   name: "RedisStreamsBackend",
-  async unavailable() {
-    return await reachable("127.0.0.1", 6379)
-      ? undefined
-      : "no Redis on 127.0.0.1:6379";
-  },
   open() {
     const prefix = `conformance-${crypto.randomUUID()}`;
     const backends: RedisStreamsBackend[] = [];
@@ -27,6 +28,11 @@ await runConformance({
         backends.push(backend);
         return backend;
       },
+      async inject(type: string, body: string) {
+        await withClient((client) =>
+          client.sendCommand(["XADD", `${prefix}:${type}`, "*", "event", body])
+        );
+      },
       async [Symbol.asyncDispose]() {
         await Promise.all(backends.map((b) => b.close({ timeout: 1000 })));
         await deleteKeys(`${prefix}*`);
@@ -34,14 +40,35 @@ await runConformance({
     });
   },
   features: { durable: true },
-});
+};
 
-/** Deletes every key matching `pattern` (SCAN, then DEL). */
-async function deleteKeys(pattern: string): Promise<void> {
+const reason = await reachable("127.0.0.1", 6379)
+  ? undefined
+  : "no Redis on 127.0.0.1:6379";
+if (reason === undefined) {
+  runConformance(target, { describe, it });
+  otelRoundTrip(target);
+} else brokerMissing(`${target.name} conformance`, reason);
+
+/** Runs `body` with a fresh raw client, then closes it. */
+async function withClient<T>(
+  body: (
+    client: { sendCommand(args: string[]): Promise<unknown> },
+  ) => Promise<T>,
+): Promise<T> {
   const client = createClient({ url: URL });
   client.on("error", () => {});
   await client.connect();
   try {
+    return await body(client);
+  } finally {
+    client.destroy();
+  }
+}
+
+/** Deletes every key matching `pattern` (SCAN, then DEL). */
+function deleteKeys(pattern: string): Promise<void> {
+  return withClient(async (client) => {
     let cursor = "0";
     do {
       const reply = await client.sendCommand([
@@ -55,7 +82,5 @@ async function deleteKeys(pattern: string): Promise<void> {
       cursor = String(reply[0]);
       if (reply[1].length > 0) await client.sendCommand(["DEL", ...reply[1]]);
     } while (cursor !== "0");
-  } finally {
-    client.destroy();
-  }
+  });
 }

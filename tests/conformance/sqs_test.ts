@@ -2,11 +2,23 @@
 // The conformance suite on SQS, against the fauxqs emulator with standard
 // queues (FIFO queues serialise each message group, which the parallel
 // tests of the suite do not expect; tests/backends/sqs_test.ts covers FIFO).
+// A producer declares the handler names a test announces in its hint (the
+// option `handlers`), so events emitted before the first worker are kept.
 
-import { after } from "node:test";
+import { after, describe, it } from "node:test";
+import {
+  ListQueuesCommand,
+  ListQueueTagsCommand,
+  SendMessageCommand,
+} from "@aws-sdk/client-sqs";
+import {
+  type ConformanceTarget,
+  runConformance,
+} from "@eventbus/core/conformance";
+import { otelRoundTrip } from "./_otel_round_trip.ts";
 import { type AsyncBackend, uuidv7 } from "../../mod.ts";
-import { startSqs } from "../_sqs.ts";
-import { runConformance } from "./suite.ts";
+import { brokerMissing } from "../fixtures/_brokers.ts";
+import { startSqs } from "../fixtures/_sqs.ts";
 
 const started = await startSqs();
 const sqs = started.sqs;
@@ -15,18 +27,49 @@ if (sqs !== undefined) {
   after(() => sqs.stop());
 }
 
-await runConformance({
+const target: ConformanceTarget = {
   name: "SqsBackend (fauxqs emulator)",
-  unavailable: () => Promise.resolve(started.reason),
   open() {
     const s = sqs!;
     const queuePrefix = `conf-${uuidv7().slice(-12)}-`;
     const backends: AsyncBackend[] = [];
     return Promise.resolve({
-      backend() {
-        const backend = s.backend({ queuePrefix, waitTimeSeconds: 1 });
+      async backend(hint) {
+        const handlers: Record<string, string[]> = {};
+        for (const { type, name } of hint?.handlers ?? []) {
+          (handlers[type] ??= []).push(name);
+        }
+        const backend = await s.backend({
+          queuePrefix,
+          waitTimeSeconds: 1,
+          discoveryInterval: 500,
+          handlers,
+        });
         backends.push(backend);
-        return Promise.resolve(backend);
+        return backend;
+      },
+      async inject(type, body) {
+        // Raw, to every handler queue of the type, as the backend routes.
+        const client = s.client();
+        try {
+          const { QueueUrls = [] } = await client.send(
+            new ListQueuesCommand({ QueueNamePrefix: queuePrefix }),
+          );
+          let sent = 0;
+          for (const QueueUrl of QueueUrls) {
+            const { Tags } = await client.send(
+              new ListQueueTagsCommand({ QueueUrl }),
+            );
+            if (Tags?.["eventbus:type"] !== type) continue;
+            await client.send(
+              new SendMessageCommand({ QueueUrl, MessageBody: body }),
+            );
+            sent++;
+          }
+          if (sent === 0) throw new Error(`No handler queue of "${type}"`);
+        } finally {
+          client.destroy();
+        }
       },
       async [Symbol.asyncDispose]() {
         await Promise.all(backends.map((b) => b.close({ timeout: 1000 })));
@@ -35,4 +78,10 @@ await runConformance({
     });
   },
   features: { durable: true, bulk: 1000 },
-});
+};
+
+const reason = started.reason;
+if (reason === undefined) {
+  runConformance(target, { describe, it });
+  otelRoundTrip(target);
+} else brokerMissing(`${target.name} conformance`, reason);

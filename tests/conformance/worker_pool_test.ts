@@ -1,16 +1,10 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-import { WorkerPool } from "../../mod.ts";
-import { runConformance } from "./suite.ts";
+// The conformance suite on the embedded WorkerPool (no broker needed).
 
-await runConformance({
-  name: "WorkerPool",
-  open() {
-    const pool = new WorkerPool();
-    return Promise.resolve({
-      backend: () => Promise.resolve(pool),
-      [Symbol.asyncDispose]: async () =>
-        void await pool.close({ timeout: 1000 }),
-    });
-  },
-  features: { bulk: 2000 },
-});
+import { describe, it } from "node:test";
+import { runConformance } from "@eventbus/core/conformance";
+import { workerPoolTarget } from "../fixtures/_worker_pool.ts";
+import { otelRoundTrip } from "./_otel_round_trip.ts";
+
+runConformance(workerPoolTarget({ bulk: 2000 }), { describe, it });
+otelRoundTrip(workerPoolTarget());

@@ -1,8 +1,8 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 // The page side of the browser smoke: bundled by browser_run.ts (esbuild,
 // platform "browser", so any node:* import in the core fails the build),
-// loaded as a module script from 127.0.0.1, it runs the same checks as
-// run.ts and leaves the result on globalThis.__smoke for the driver.
+// loaded as a module script from 127.0.0.1, it runs the checks of
+// core_smoke.ts and leaves the result on globalThis.__smoke for the driver.
 // A browser swallows unhandled rejections into an event instead of exiting,
 // so one more check asserts that the core let none escape.
 
@@ -32,7 +32,7 @@ function write(line: string): void {
 }
 
 try {
-  const result = await runSmoke({ write, summary: false });
+  const result = await runSmoke({ write });
   // Rejections are reported at the end of a task: let one task pass.
   await new Promise((resolve) => setTimeout(resolve, 0));
   let { passed, failed } = result;

@@ -1,5 +1,5 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-// Runs the core smoke in headless Chromium:
+// Runs the browser smoke in headless Chromium:
 //   1. esbuild bundles browser_entry.ts (core_smoke.ts, mod.ts, src/) for
 //      platform "browser" into one ES module, in memory;
 //   2. a node:http server on 127.0.0.1 (a free port) serves a page that
@@ -10,8 +10,9 @@
 //   4. prints every check line and "chromium: N passed, N failed"; exits 1
 //      on any failure, including a missing browser.
 //
-// Run it under Node with the dev tools of tests/smoke/package.json:
-//   npm ci --prefix tests/smoke && tests/smoke/node_modules/.bin/tsx tests/smoke/browser_run.ts
+// Run it under Node with the root devDependencies (tsx, esbuild,
+// playwright-core):
+//   npm ci && npx tsx tests/smoke/browser_run.ts
 // CHROMIUM=/path/to/chrome overrides the browser.
 
 import { createServer, type Server } from "node:http";
@@ -36,10 +37,10 @@ const LAUNCH_TIMEOUT = 60_000;
 const RUN_TIMEOUT = 180_000;
 
 // The two dev tools are imported by a computed name, so that `deno check`
-// (which resolves bare names through deno.json only, and must not list dev
-// tools beside the package's runtime dependencies) does not try to resolve
-// them. Node resolves them from tests/smoke/node_modules. The interfaces
-// below declare the little of each API this script uses.
+// does not download and type-check these Node-only tools (deno.json lists
+// them only to mirror package.json). Node resolves them from the root
+// node_modules. The interfaces below declare the little of each API this
+// script uses.
 const ESBUILD = "esbuild";
 const PLAYWRIGHT = "playwright-core";
 

@@ -1,15 +1,23 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-// Small helpers for tests: counters that can be awaited, bounded in time.
+// Waiting helpers of the conformance suite, built on the shared async
+// toolkit: a count that tests await with a deadline, a deadline with a
+// message, simulated work, and a logger that keeps its lines. The
+// project's own tests use the same ones (tests/fixtures/_util.ts).
+
+import { deadline, sleep, untilDeadline, withResolvers } from "./_async.ts";
+import type { Logger } from "./backend.ts";
 
 /** A count that tests await to reach a target, with a deadline. */
 export class Counter {
   #count = 0;
   #waiters: { target: number; resolve: () => void }[] = [];
 
+  /** The count so far. */
   get value(): number {
     return this.#count;
   }
 
+  /** Adds `n` (default 1) and wakes the waiters whose target is reached. */
   add(n = 1): void {
     this.#count += n;
     this.#waiters = this.#waiters.filter((w) => {
@@ -22,8 +30,10 @@ export class Counter {
   /** Resolves once the count reaches `target`; rejects after `timeout` ms. */
   reach(target: number, timeout = 15_000, what = "count"): Promise<void> {
     if (this.#count >= target) return Promise.resolve();
+    const { promise, resolve } = withResolvers<void>();
+    this.#waiters.push({ target, resolve });
     return withDeadline(
-      new Promise<void>((resolve) => this.#waiters.push({ target, resolve })),
+      promise,
       timeout,
       () => `${what} reached ${this.#count} of ${target}`,
     );
@@ -31,48 +41,30 @@ export class Counter {
 }
 
 /**
- * Records deliveries by event id for at-least-once tests: every arrival in
- * `all` (duplicates included), the distinct ids in `unique`, and `distinct`,
- * a counter of distinct ids that tests await.
+ * Settles as `promise` does, or rejects with "Timed out after `timeout` ms:
+ * `describe()`" when it has not settled by then.
  */
-export class Deliveries {
-  readonly all: string[] = [];
-  readonly unique: Set<string> = new Set();
-  readonly distinct: Counter = new Counter();
-
-  record(id: string): void {
-    this.all.push(id);
-    if (this.unique.has(id)) return;
-    this.unique.add(id);
-    this.distinct.add();
-  }
-}
-
-/** Rejects with a message after `timeout` ms unless `promise` settles first. */
-export function withDeadline<T>(
+export async function withDeadline<T>(
   promise: Promise<T>,
   timeout: number,
   describe: () => string,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${timeout} ms: ${describe()}`)),
-      timeout,
-    );
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+  const limit = deadline(timeout);
+  try {
+    if (await untilDeadline(promise, limit)) return await promise;
+  } finally {
+    limit[Symbol.dispose]();
+  }
+  promise.catch(() => {});
+  throw new Error(`Timed out after ${timeout} ms: ${describe()}`);
 }
 
-/** Resolves after `ms`; only for handlers that simulate work, never to wait for a result. */
-export function work(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    }, { once: true });
-  });
+/**
+ * Resolves after `ms`, or rejects with the signal's reason when it aborts;
+ * only for handlers that simulate work, never to wait for a result.
+ */
+export async function work(ms: number, signal?: AbortSignal): Promise<void> {
+  if (!await sleep(ms, signal)) throw signal?.reason;
 }
 
 /** Counts occurrences of each key. */
@@ -83,14 +75,19 @@ export function tally(keys: Iterable<string>): Map<string, number> {
 }
 
 /** A logger that keeps what it is told, for assertions and quiet tests. */
-export class MemoryLogger {
+export class MemoryLogger implements Logger {
+  /** Every line, in order. */
   readonly lines: { level: string; message: string }[] = [];
+  /** Keeps a debug line. */
   debug = (message: string): void =>
     void this.lines.push({ level: "debug", message });
+  /** Keeps an info line. */
   info = (message: string): void =>
     void this.lines.push({ level: "info", message });
+  /** Keeps a warning. */
   warn = (message: string): void =>
     void this.lines.push({ level: "warn", message });
+  /** Keeps an error line. */
   error = (message: string): void =>
     void this.lines.push({ level: "error", message });
 }

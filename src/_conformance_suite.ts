@@ -1,115 +1,55 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 // One suite, every backend: the backend contract of DESIGN.md stated as
 // tests (after Watermill's universal pub/sub tests, adapted to handler names,
-// retries, dead letters and close reports). A backend's test file calls
-// runConformance() once; see tests/conformance/worker_pool_test.ts.
+// retries, dead letters and close reports). Published through
+// runConformance() of conformance.ts; the project's backends run it from
+// tests/conformance/<name>_test.ts.
 
-import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import type { ConformanceRunner, ConformanceTarget } from "./conformance.ts";
+import { declareDeadLetterCases } from "./_conformance_dead_letters.ts";
+import { declareInputCases } from "./_conformance_input.ts";
+import * as assert from "./_conformance_assert.ts";
 import {
-  type AsyncBackend,
+  Counter,
+  MemoryLogger,
+  tally,
+  withDeadline,
+  work,
+} from "./_conformance_util.ts";
+import {
+  type Events,
+  FAST_RETRY,
+  harness,
+  ORDER_SCHEMA,
+} from "./_conformance_world.ts";
+import {
   DeadLetterError,
-  type Event,
-  EventBus,
-  EventBusClosedError,
-  type EventBusOptions,
-  InvalidEventTypeError,
-  SerializationError,
-} from "../../mod.ts";
-import { brokerMissing } from "../_brokers.ts";
-import { Counter, MemoryLogger, tally, withDeadline, work } from "../_util.ts";
+  EventValidationError,
+  NonRetriableError,
+} from "./errors.ts";
+import type { Delivery } from "./backend.ts";
+import { createEvent, encodeEvent, type Event } from "./event.ts";
+import { EventBus } from "./event_bus.ts";
+import type { Instrumentation } from "./types.ts";
 
-/** One isolated world (its own stream, queue or topic names) for one test. */
-export interface World {
-  /**
-   * A backend attached to this world. Remote backends: a new instance per
-   * call (one per process in real life), all sharing the world's names.
-   * In-process backends: the same instance every call.
-   */
-  backend(): Promise<AsyncBackend>;
-  /** Removes what the world created on the broker. */
-  [Symbol.asyncDispose](): Promise<void>;
-}
+/** Declares the conformance tests for one backend with the runner's functions. */
+export function declareConformance(
+  target: ConformanceTarget,
+  runner: ConformanceRunner,
+): void {
+  const {
+    durable = false,
+    bulk = 1000,
+    timeout = 20_000,
+    deadLetters = true,
+  } = target.features ?? {};
+  const describe = (name: string, body: () => void): unknown =>
+    runner.describe(name, body);
+  const it = (name: string, body: () => Promise<void>): unknown =>
+    runner.it(name, body);
 
-/** What a backend promises beyond the common contract. */
-export interface Features {
-  /**
-   * Events left unfinished at close stay on the broker and reach the next
-   * consumer of the same name (instead of being reported abandoned).
-   * @default false
-   */
-  durable?: boolean;
-  /** How many events the bulk test sends. @default 1000 */
-  bulk?: number;
-  /** Deadline for each wait, in ms. @default 20000 */
-  timeout?: number;
-}
-
-/** A backend under test. */
-export interface ConformanceTarget {
-  /** Shown in every test name. */
-  name: string;
-  /** Resolves a reason when the broker is unreachable; undefined to run. */
-  unavailable?: () => Promise<string | undefined>;
-  /** Opens a fresh world for one test. */
-  open(): Promise<World>;
-  features?: Features;
-}
-
-type Events = {
-  "conf.order.placed": { n: number; tags?: string[] };
-  "conf.other": { n: number };
-};
-
-const FAST_RETRY = { attempts: 3, backoff: { initial: 5, max: 20 } } as const;
-
-/** Declares the conformance tests for one backend. */
-export async function runConformance(target: ConformanceTarget): Promise<void> {
-  const reason = await target.unavailable?.();
-  if (reason !== undefined) {
-    brokerMissing(`${target.name} conformance`, reason);
-    return;
-  }
-  const { durable = false, bulk = 1000, timeout = 20_000 } = target.features ??
-    {};
-
-  /** Producer bus plus worker buses; for in-process backends all one bus. */
-  async function buses(
-    world: World,
-    workers: number,
-    options: EventBusOptions = {},
-  ): Promise<
-    {
-      producer: EventBus<Events>;
-      workers: EventBus<Events>[];
-      all: EventBus<Events>[];
-    }
-  > {
-    const first = await world.backend();
-    const make = (backend: AsyncBackend) =>
-      new EventBus<Events>({ logger: new MemoryLogger(), ...options, backend });
-    if (!first.remote) {
-      const bus = make(first);
-      return { producer: bus, workers: Array(workers).fill(bus), all: [bus] };
-    }
-    const producer = make(first);
-    const ws: EventBus<Events>[] = [];
-    for (let i = 0; i < workers; i++) ws.push(make(await world.backend()));
-    return { producer, workers: ws, all: [producer, ...ws] };
-  }
-
-  async function scenario(
-    body: (world: World) => Promise<void>,
-  ): Promise<void> {
-    await using world = await target.open();
-    await body(world);
-  }
-
-  async function closeAll(list: EventBus<Events>[]): Promise<void> {
-    await Promise.all(
-      [...new Set(list)].map((bus) => bus.close({ timeout: 5000 })),
-    );
-  }
+  const helpers = harness(target);
+  const { buses, scenario, closeAll } = helpers;
 
   describe(`${target.name} conformance`, () => {
     it("delivers an event with id, type, source, time, data and metadata intact", () =>
@@ -130,6 +70,46 @@ export async function runConformance(target: ConformanceTarget): Promise<void> {
         await closeAll(all);
         assert.equal(received.length, 1);
         assert.deepEqual(received[0], sent);
+      }));
+
+    it("carries the trace context instrumentation writes at emit to the try, and names its telemetry", () =>
+      scenario(async (world) => {
+        const traceparent =
+          "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        const tries: Delivery[] = [];
+        const instrumentation: Instrumentation = {
+          publish: () => ({ metadata: { traceparent }, end() {} }),
+          deliver: (delivery) => {
+            tries.push(delivery);
+            return { end() {} };
+          },
+        };
+        const { producer, workers, all } = await buses(world, 1, {
+          instrumentation,
+        });
+        const received: Event[] = [];
+        const count = new Counter();
+        workers[0]!.subscribe("conf.order.placed", (event) => {
+          received.push(event);
+          count.add();
+        }, { async: true, name: "traced" });
+        await workers[0]!.listen();
+        const sent = await producer.emit("conf.order.placed", { n: 1 });
+        await count.reach(1, timeout, "deliveries");
+        await closeAll(all);
+        assert.equal(sent.metadata.traceparent, traceparent);
+        assert.deepEqual(received, [sent]);
+        assert.equal(tries.length, 1, "one try");
+        assert.equal(tries[0]!.event.metadata.traceparent, traceparent);
+        assert.equal(tries[0]!.handler, "traced");
+        // Each backend names its messaging system and destinations.
+        const telemetry = producer.backend.telemetry;
+        assert.ok(telemetry !== undefined, "the backend has telemetry");
+        assert.ok(telemetry.system.length > 0, "a messaging system");
+        assert.ok(telemetry.destination("conf.order.placed").length > 0);
+        assert.ok(
+          telemetry.destination("conf.order.placed", "traced").length > 0,
+        );
       }));
 
     it(`delivers every one of ${bulk} accepted events exactly once`, () =>
@@ -166,19 +146,26 @@ export async function runConformance(target: ConformanceTarget): Promise<void> {
 
     it("keeps event types apart", () =>
       scenario(async (world) => {
+        // Both types have a handler: a backend may refuse a type that has
+        // none (nothing could keep it for a handler it does not know).
         const { producer, workers, all } = await buses(world, 1);
-        const types: string[] = [];
+        const seen = { other: [] as string[], placed: [] as string[] };
         const count = new Counter();
         workers[0]!.subscribe("conf.other", (event) => {
-          types.push(event.type);
+          seen.other.push(event.type);
           count.add();
         }, { async: true, name: "other-only" });
+        workers[0]!.subscribe("conf.order.placed", (event) => {
+          seen.placed.push(event.type);
+          count.add();
+        }, { async: true, name: "placed-only" });
         await workers[0]!.listen();
         await producer.emit("conf.order.placed", { n: 1 });
         await producer.emit("conf.other", { n: 2 });
-        await count.reach(1, timeout, "deliveries");
+        await count.reach(2, timeout, "deliveries");
         await closeAll(all);
-        assert.deepEqual(types, ["conf.other"]);
+        assert.deepEqual(seen.other, ["conf.other"]);
+        assert.deepEqual(seen.placed, ["conf.order.placed"]);
       }));
 
     it("retries a failing handler with increasing attempt numbers until it succeeds", () =>
@@ -404,51 +391,199 @@ export async function runConformance(target: ConformanceTarget): Promise<void> {
         assert.deepEqual([...new Set(again)].sort(), [...ids].sort());
       }));
 
-    it("rejects emit() after close() with EventBusClosedError", () =>
+    it("delivers events emitted before the first worker of a handler name started", () =>
       scenario(async (world) => {
-        const { producer, all } = await buses(world, 1);
-        await producer.close();
-        await assert.rejects(
-          producer.emit("conf.order.placed", { n: 1 }),
-          EventBusClosedError,
-        );
-        await closeAll(all);
-      }));
-
-    it("rejects an invalid event type before anything runs or is published", () =>
-      scenario(async (world) => {
-        const { producer, workers, all } = await buses(world, 1);
-        let calls = 0;
-        workers[0]!.subscribe("conf.order.placed", () => void calls++, {
-          async: true,
-          name: "never",
+        const hint = {
+          handlers: [{ type: "conf.order.placed", name: "late" }],
+        };
+        const producer = new EventBus<Events>({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
         });
-        await workers[0]!.listen();
-        for (const bad of ["", "a..b", "a.*", "a b", ".a", "a.", ">"]) {
-          await assert.rejects(
-            // deno-lint-ignore no-explicit-any
-            producer.emit(bad as any, { n: 1 }),
-            InvalidEventTypeError,
-          );
+        if (!producer.backend.remote) {
+          await producer.close();
+          return; // in-process: a handler exists before its events do
         }
-        await closeAll(all);
-        assert.equal(calls, 0);
+        const ids: string[] = [];
+        for (let n = 0; n < 5; n++) {
+          ids.push((await producer.emit("conf.order.placed", { n })).id);
+        }
+        const worker = new EventBus<Events>({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
+        });
+        const seen: string[] = [];
+        const count = new Counter();
+        worker.subscribe("conf.order.placed", (event) => {
+          seen.push(event.id);
+          count.add();
+        }, { async: true, name: "late" });
+        await worker.listen();
+        await count.reach(5, timeout, "deliveries to the first worker");
+        await closeAll([producer, worker]);
+        assert.deepEqual([...seen].sort(), [...ids].sort());
       }));
 
-    it("rejects a payload JSON cannot carry when the backend is remote", () =>
+    it("dead-letters a delivery whose worker stopped during every allowed try, without running it again", () =>
       scenario(async (world) => {
-        const { producer, all } = await buses(world, 1);
-        if (!producer.backend.remote) {
-          await closeAll(all);
-          return; // in-process delivery passes data by reference
+        if (!durable) return; // in-process: close reports it abandoned
+        const retry = { attempts: 2, backoff: { initial: 5, max: 20 } };
+        // Emitted before any worker of "poison" exists: a backend that
+        // declares handler queues up front needs the hint.
+        const hint = {
+          handlers: [{ type: "conf.order.placed", name: "poison" }],
+        };
+        const producer = new EventBus<Events>({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
+        });
+        const sent = await producer.emit("conf.order.placed", { n: 1 });
+        await producer.close();
+        const attempts: number[] = [];
+        // Two workers in turn: each starts the try, never finishes it, and
+        // is closed at a short deadline, as a crash would leave it.
+        for (let round = 1; round <= 2; round++) {
+          const started = new Counter();
+          const worker = new EventBus<Events>({
+            backend: await world.backend(hint),
+            logger: new MemoryLogger(),
+            retry,
+          });
+          worker.subscribe("conf.order.placed", async (_event, ctx) => {
+            attempts.push(ctx.attempt);
+            started.add();
+            await new Promise(() => {}); // never settles, ignores the abort
+          }, { async: true, name: "poison" });
+          await worker.listen();
+          await started.reach(1, timeout, `try of round ${round}`);
+          const report = await worker.close({ timeout: 50 });
+          assert.deepEqual(report.abandoned, [], "left on the broker");
         }
-        await assert.rejects(
-          // deno-lint-ignore no-explicit-any
-          producer.emit("conf.order.placed", { n: 1n } as any),
-          (error: unknown) =>
-            error instanceof SerializationError && error.path === "data.n",
-        );
-        await closeAll(all);
+        assert.deepEqual(attempts, [1, 2]);
+        const dead: DeadLetterError[] = [];
+        const reported = new Counter();
+        const last = new EventBus<Events>({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
+          retry,
+          onError: (error) => {
+            if (error instanceof DeadLetterError) dead.push(error);
+            reported.add();
+          },
+        });
+        let runs = 0;
+        const after = new Counter();
+        last.subscribe("conf.order.placed", (event) => {
+          runs++;
+          if (event.data.n === 2) after.add();
+        }, { async: true, name: "poison" });
+        await last.listen();
+        await reported.reach(1, timeout, "dead letters");
+        // A healthy event after it still flows, and nothing is reported twice.
+        const producer2 = new EventBus<Events>({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
+        });
+        await producer2.emit("conf.order.placed", { n: 2 });
+        await after.reach(1, timeout, "the healthy event");
+        await closeAll([last, producer2]);
+        assert.equal(runs, 1, "the poison event never ran a third time");
+        assert.equal(dead.length, 1);
+        assert.equal(dead[0]!.reason, "crashed");
+        assert.equal(dead[0]!.event.id, sent.id);
+        assert.equal(dead[0]!.handler, "poison");
+        assert.equal(dead[0]!.attempts, 2);
+        assert.equal(last.stats().deadLettered, 1);
       }));
+
+    it("dead-letters and logs once a message on the wire that is not an event", () =>
+      scenario(async (world) => {
+        if (world.inject === undefined) return; // no wire to put it on
+        const errors = new Counter();
+        const logger = new MemoryLogger();
+        const { producer, workers, all } = await buses(world, 1, {
+          logger: {
+            ...logger,
+            error: (message: string) => {
+              logger.error(message);
+              errors.add();
+            },
+          },
+        });
+        const seen: number[] = [];
+        const count = new Counter();
+        workers[0]!.subscribe("conf.order.placed", (event) => {
+          seen.push(event.data.n);
+          count.add();
+        }, { async: true, name: "guarded" });
+        await workers[0]!.listen();
+        await producer.emit("conf.order.placed", { n: 1 });
+        await world.inject("conf.order.placed", "not an event {");
+        await producer.emit("conf.order.placed", { n: 2 });
+        await count.reach(2, timeout, "valid deliveries");
+        await errors.reach(1, timeout, "error lines");
+        await producer.emit("conf.order.placed", { n: 3 });
+        await count.reach(3, timeout, "valid deliveries");
+        await closeAll(all);
+        assert.deepEqual([...seen].sort(), [1, 2, 3]);
+        assert.equal(errors.value, 1, "logged once");
+      }));
+
+    it("dead-letters data that fails its schema after one try, and a NonRetriableError at once", () =>
+      scenario(async (world) => {
+        if (world.inject === undefined) return; // no wire to put it on
+        const hint = {
+          handlers: [{ type: "conf.order.placed", name: "validated" }],
+        };
+        const dead: DeadLetterError[] = [];
+        const reported = new Counter();
+        const worker = new EventBus({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
+          retry: FAST_RETRY,
+          schemas: { "conf.order.placed": ORDER_SCHEMA },
+          onError: (error) => {
+            if (error instanceof DeadLetterError) dead.push(error);
+            reported.add();
+          },
+        });
+        const producer = new EventBus<Events>({
+          backend: await world.backend(hint),
+          logger: new MemoryLogger(),
+        });
+        const tries = new Map<number, number>();
+        const handled = new Counter();
+        worker.subscribe("conf.order.placed", (event) => {
+          const { n } = event.data;
+          tries.set(n, (tries.get(n) ?? 0) + 1);
+          if (n === 13) throw new NonRetriableError(`order ${n} cannot be`);
+          handled.add();
+        }, { async: true, name: "validated" });
+        await worker.listen();
+        await producer.emit("conf.order.placed", { n: 1 });
+        const foreign = createEvent("conf.order.placed", { n: "one" });
+        await world.inject("conf.order.placed", encodeEvent(foreign));
+        const doomed = await producer.emit("conf.order.placed", { n: 13 });
+        await producer.emit("conf.order.placed", { n: 2 });
+        await handled.reach(2, timeout, "valid deliveries");
+        await reported.reach(2, timeout, "dead letters");
+        await closeAll([worker, producer]);
+        assert.deepEqual([...tries].sort(([a], [b]) => a - b), [
+          [1, 1],
+          [2, 1],
+          [13, 1],
+        ]);
+        const byId = new Map(dead.map((error) => [error.event.id, error]));
+        assert.equal(dead.length, 2);
+        const invalid = byId.get(foreign.id);
+        assert.equal(invalid?.reason, "invalid-data");
+        assert.equal(invalid?.attempts, 1);
+        assert.ok(invalid?.cause instanceof EventValidationError);
+        assert.equal(byId.get(doomed.id)?.reason, "not-retriable");
+        assert.equal(byId.get(doomed.id)?.attempts, 1);
+      }));
+
+    declareInputCases(it, helpers);
+    if (deadLetters) declareDeadLetterCases(it, helpers, timeout);
   });
 }
