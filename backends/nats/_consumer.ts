@@ -1,372 +1,362 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-// One durable pull consumer of one handler name: fetches events, runs a
-// bounded number of tries at once, and maps each try's result to ack, nak
-// with delay, dead letter + term, or nak for prompt redelivery.
+// One durable pull consumer of one handler name: pulls exactly as many
+// events as it has room for, keeps every event it holds (waiting or running)
+// reported to the broker as in progress, runs a bounded number of tries at
+// once, and maps each try's result to ack, nak with delay, or dead letter
+// (`_dead_letters.ts`); a replayed dead letter meant for another handler
+// name is acknowledged unrun (`_dead_letter_ops.ts`). A closing worker
+// hands back the events it did not start, counted (`_handback.ts`) so they
+// are not tries. It reaches the broker through the backend's link
+// (`_link.ts`) and its own pull requests (`_pull.ts`).
 
 import {
-  AckPolicy,
-  type Consumer,
-  type ConsumerConfig,
-  type ConsumerMessages,
-  DeliverPolicy,
-  JetStreamApiError,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-} from "@nats-io/jetstream";
-import { nanos } from "@nats-io/nats-core";
-import type {
-  ConsumerSpec,
-  Deliver,
-  DeliveryResult,
-  Logger,
-} from "../../src/backend.ts";
-import {
-  BackendError,
+  type ConsumerSpec,
+  decodeEvent,
+  type Deliver,
+  type DeliveryResult,
   describeError,
+  type Event,
   EventBusClosedError,
+  type Logger,
   SerializationError,
-} from "../../src/errors.ts";
-import { decodeEvent, type Event } from "../../src/event.ts";
-import { type Permit, Semaphore } from "../../src/semaphore.ts";
+} from "@eventbus/core";
+import { type Resolvers, withResolvers } from "@eventbus/core/backend-kit";
+import { type DeadLetter, deadLetter } from "./_dead_letters.ts";
+import type { Handbacks } from "./_handback.ts";
+import type { Link } from "./_link.ts";
 import type { ResolvedOptions } from "./_options.ts";
-import { isClosedConnection, isTransient, pause } from "./_util.ts";
+import { type Pulled, type PullEnd, Puller } from "./_pull.ts";
+import { type ConsumerState, ensureConsumer } from "./_streams.ts";
+import { durableName, headerValue, TARGET_HANDLER } from "./_util.ts";
 
-const BACKEND = "nats-jetstream";
-const CONSUMER_NOT_FOUND = 10014;
-/** Deliveries allowed beyond the retry policy's tries (crashes, close). */
-export const MAX_DELIVER_MARGIN = 5;
-/** How long one pull request waits on the server. */
-const PULL_EXPIRES = 5_000;
-/** How often the server heartbeats a waiting pull request. */
-const PULL_HEARTBEAT = 1_000;
 /**
- * The delay of a nak sent after this consumer stopped fetching. nats-server
- * 2.9 loses an immediate redelivery when the only waiting pull request is
- * one whose client just unsubscribed (its delivery loop takes the
- * redelivery, finds no live request, and rewinds the wrong sequence); it
- * drops such requests at the next heartbeat, so handing the message back
- * after two heartbeats makes the redelivery reach the next consumer.
+ * How long after the expiry of a request given up (unsubscribed while it
+ * waited) a hand-back may return: nats-server 2.9 loses a redelivery when
+ * every request waiting on the consumer is dead (it takes the redelivery,
+ * finds no live request, and rewinds the wrong sequence); it drops a dead
+ * request at its expiry.
  */
-const RELEASE_DELAY = 2 * PULL_HEARTBEAT;
-/** The delay before a message whose dead letter could not be stored returns. */
-const DEAD_LETTER_RETRY_DELAY = 5_000;
+const RELEASE_MARGIN = 500;
+/** The longest pause between pulls after failures. */
+const MAX_PULL_PAUSE = 5_000;
 
-/** What a consumer loop needs from its backend. */
-export interface LoopContext {
-  readonly js: JetStreamClient;
-  readonly jsm: JetStreamManager;
-  readonly options: ResolvedOptions;
-  readonly deliver: Deliver;
+/** The handler a consumer loop runs, and where it logs. */
+export interface LoopHandler {
+  /** The handler name and event type; the durable is named after it. */
   readonly spec: ConsumerSpec;
-  readonly durable: string;
+  /** Runs one try. */
+  readonly deliver: Deliver;
   readonly logger: Logger;
-  /** Stores a copy in the dead-letter stream; rejects when it could not. */
-  readonly deadLetter: (msg: JsMsg, letter: DeadLetter) => Promise<void>;
-  /** Counts one completed delivery. */
-  readonly completed: () => void;
-  /** Whether the connection is closed for good. */
-  readonly connectionClosed: () => boolean;
-  /** Runs a setup request, retrying transient failures until a deadline. */
-  readonly setup: <T>(attempt: () => Promise<T>) => Promise<T>;
 }
 
-/** What the dead-letter copy says about its failure. */
-export interface DeadLetter {
-  readonly reason: "handler-failed" | "invalid-event";
-  readonly error: unknown;
-  readonly attempts: number;
-  readonly handler: string;
-  readonly durable: string;
-}
-
-interface InFlight {
-  readonly msg: JsMsg;
-  readonly controller: AbortController;
-  released: boolean;
-  /** While the handler runs: when the broker last heard of it (ms). */
+/** One event this loop holds: waiting for a slot, running, or on its way back. */
+interface Held {
+  readonly msg: Pulled;
+  /** When the broker last heard of it (ms); undefined: no more beats. */
   beat: number | undefined;
-}
-
-/** The consumer config for a handler. */
-export function consumerConfig(
-  options: ResolvedOptions,
-  spec: ConsumerSpec,
-  durable: string,
-): Partial<ConsumerConfig> {
-  return {
-    durable_name: durable,
-    ack_policy: AckPolicy.Explicit,
-    // A new handler name gets the events emitted from now on, as a new
-    // in-process subscriber would; an existing durable resumes where it was.
-    deliver_policy: DeliverPolicy.New,
-    filter_subject: `${options.subjectPrefix}.${spec.type}`,
-    ack_wait: nanos(options.ackWait),
-    max_deliver: spec.attempts + MAX_DELIVER_MARGIN,
-    max_ack_pending: options.ordered ? 1 : 1000,
-  };
+  /** Set when it runs. */
+  controller: AbortController | undefined;
+  /** Handed back at the close deadline: its try's result is ignored. */
+  released: boolean;
 }
 
 /** Runs one durable consumer until stopped. */
 export class ConsumerLoop {
-  #context: LoopContext;
-  #slots: Semaphore;
-  #inFlight = new Set<InFlight>();
+  readonly #link: Link;
+  readonly #handbacks: Handbacks;
+  readonly #options: ResolvedOptions;
+  readonly #spec: ConsumerSpec;
+  readonly #deliver: Deliver;
+  readonly #logger: Logger;
+  readonly #durable: string;
+  /** The handler name as a replayed copy's target header holds it. */
+  readonly #target: string;
+  /** Received, waiting for a free slot, in arrival order. */
+  #queue: Held[] = [];
+  #running = new Set<Held>();
+  /** Everything the broker must hear about until it gets a final answer. */
+  #held = new Set<Held>();
+  #puller: Puller | undefined;
+  #pullerClosed = false;
+  /** After a forced unsubscribe: when no request of ours can exist (ms). */
+  #safeAt = 0;
+  #stopping = false;
+  #released = false;
   #stop = new AbortController();
-  #messages: ConsumerMessages | undefined;
-  #running = false;
-  #idle: (() => void)[] = [];
-  #repairing: Promise<void> | undefined;
-  /** The one timer that tells the broker running tries are in progress. */
+  /** Resolves when idle; made by the first whenIdle() that must wait. */
+  #idle: Resolvers<void> | undefined;
+  #handingBack = new Set<Promise<void>>();
+  #failures = 0;
+  #pullTimer: ReturnType<typeof setTimeout> | undefined;
+  #repairing: Promise<unknown> | undefined;
+  /** The one timer that tells the broker held events are in progress. */
   #beatTimer: ReturnType<typeof setTimeout> | undefined;
   #beatEvery: number;
   /** Acks of completed tries, sent together at the next macrotask. */
-  #acks: JsMsg[] = [];
+  #acks: Pulled[] = [];
   #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  #lookupWarned = false;
+  #completed = 0;
 
-  constructor(context: LoopContext) {
-    this.#context = context;
-    this.#slots = new Semaphore(context.options.concurrency);
-    // Ticking every quarter ack wait and beating for tries silent for a
-    // quarter, no try goes longer than half the ack wait without a beat.
-    this.#beatEvery = Math.max(25, Math.floor(context.options.ackWait / 4));
+  /**
+   * Makes the loop of one handler name; {@linkcode ConsumerLoop.start}
+   * starts it.
+   *
+   * @param link The backend's link to JetStream.
+   * @param handbacks The backend's hand-back counts.
+   * @param handler The handler, its try runner and its logger.
+   */
+  constructor(link: Link, handbacks: Handbacks, handler: LoopHandler) {
+    this.#link = link;
+    this.#handbacks = handbacks;
+    this.#options = link.options;
+    this.#spec = handler.spec;
+    this.#deliver = handler.deliver;
+    this.#logger = handler.logger;
+    this.#durable = durableName(handler.spec.name);
+    this.#target = headerValue(handler.spec.name);
+    // Ticking every quarter ack wait and beating for events silent for a
+    // quarter, no held event goes longer than half the ack wait unheard.
+    this.#beatEvery = Math.max(25, Math.floor(link.options.ackWait / 4));
   }
 
-  /** Creates or updates the consumer, starts fetching; resolves when ready. */
+  /** How many deliveries completed (acknowledged) in this loop. */
+  get completed(): number {
+    return this.#completed;
+  }
+
+  /**
+   * Creates or updates the consumer and sends its first pull request;
+   * resolves once the server has it.
+   *
+   * @throws {EventBusClosedError} When stopped before it was ready.
+   */
   async start(): Promise<void> {
-    await this.#context.setup(() => this.#ensureConsumer());
-    const consumer = await this.#context.setup(() => this.#consumer());
-    const messages = await this.#open(consumer);
-    this.#running = true;
-    this.#run(messages).catch((error: unknown) => {
-      this.#context.logger.error(
-        `Consumer "${this.#context.durable}" stopped: ${describeError(error)}`,
-        { error },
+    const { nc } = this.#link;
+    const setup = {
+      what: `set up consumer for "${this.#spec.name}"`,
+      signal: this.#stop.signal,
+    };
+    const { created, pending } = await this.#link.retry(
+      () => this.#ensureConsumer(),
+      setup,
+    );
+    if (!created) {
+      this.#logger.debug(
+        `Consumer "${this.#durable}" of stream "${this.#options.stream}" exists: handler "${this.#spec.name}" resumes where it stopped (${pending} waiting)`,
       );
-    }).finally(() => {
-      this.#running = false;
-      this.#checkIdle();
+    }
+    this.#throwIfStopped();
+    this.#puller = new Puller(nc, this.#options.stream, this.#durable, {
+      message: (msg) => this.#receive(msg),
+      ended: (end) => this.#ended(end),
     });
+    this.#fill();
+    // The request reached the server: the consumer is pulling.
+    await this.#link.retry(() => nc.flush(), setup);
+    this.#throwIfStopped();
   }
 
-  /** Stops fetching; running tries go on and are acknowledged as usual. */
+  /** Stops pulling; running tries go on and are acknowledged as usual. */
   stop(): void {
-    if (this.#stop.signal.aborted) return;
+    if (this.#stopping) return;
+    this.#stopping = true;
     this.#stop.abort(new EventBusClosedError());
-    this.#closeMessages();
+    clearTimeout(this.#pullTimer);
+    // Waiting events go back once no request waits on the server: handed
+    // back sooner, the broker could send them to such a request again, and
+    // an event it sent to an inbox unsubscribed too early would come back
+    // only after the ack wait.
+    if (this.#puller === undefined || this.#puller.outstanding === 0) {
+      this.#closePuller();
+    }
+    this.#checkIdle();
   }
 
-  /** Resolves once nothing runs and the fetch loop has ended. */
+  /** Resolves once nothing is held or running and pulling has ended. */
   whenIdle(): Promise<void> {
     if (this.#isIdle()) {
       this.#flushAcks(); // before close() drains the connection
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.#idle.push(resolve));
+    this.#idle ??= withResolvers<void>();
+    return this.#idle.promise;
   }
 
   /**
    * At the close deadline: aborts the running tries' signals and hands their
-   * messages back to the broker at once (nak), without waiting for them.
+   * events back to the broker at once, without waiting for the tries.
+   * Resolves once the waiting events are handed back too: when the pull
+   * requests still waiting on the server ended (within about a second), so
+   * that an event on its way to one is not lost until the ack wait.
    */
-  release(): void {
+  release(): Promise<void> {
     this.stop();
+    this.#released = true;
     this.#flushAcks();
-    for (const entry of this.#inFlight) {
-      entry.released = true;
-      entry.beat = undefined;
-      respond(entry.msg, (m) => m.nak(RELEASE_DELAY));
-      entry.controller.abort(new EventBusClosedError());
+    const delay = this.#safeDelay();
+    for (const held of this.#running) {
+      // Started: this delivery counts as a try, as if the worker crashed.
+      held.beat = undefined;
+      held.released = true;
+      held.msg.nak(delay);
+      held.controller?.abort(new EventBusClosedError());
     }
-    this.#inFlight.clear();
-    this.#stopBeats();
+    this.#running.clear();
     this.#checkIdle();
+    return this.whenIdle();
   }
 
-  async #ensureConsumer(): Promise<void> {
-    const { jsm, options, spec, durable } = this.#context;
-    const wanted = consumerConfig(options, spec, durable);
-    let existing;
-    try {
-      existing = await jsm.consumers.info(options.stream, durable);
-    } catch (error) {
-      if (
-        !(error instanceof JetStreamApiError &&
-          error.code === CONSUMER_NOT_FOUND)
-      ) throw this.#wrap(error);
-    }
-    try {
-      if (existing === undefined) {
-        await jsm.consumers.add(options.stream, wanted);
-        return;
-      }
-      const filter = existing.config.filter_subject ?? "";
-      if (filter !== wanted.filter_subject) {
-        throw new BackendError(
-          BACKEND,
-          `Cannot consume "${spec.type}" as handler "${spec.name}": consumer "${durable}" of stream "${options.stream}" exists for subject "${filter}", give the handler another name or delete the consumer`,
-        );
-      }
-      if (existing.config.ack_policy !== AckPolicy.Explicit) {
-        throw new BackendError(
-          BACKEND,
-          `Cannot consume "${spec.type}" as handler "${spec.name}": consumer "${durable}" of stream "${options.stream}" exists with ack policy "${existing.config.ack_policy}", delete the consumer so it is created with explicit acks`,
-        );
-      }
-      const { config } = existing;
-      if (
-        config.ack_wait !== wanted.ack_wait ||
-        config.max_deliver !== wanted.max_deliver ||
-        config.max_ack_pending !== wanted.max_ack_pending
-      ) {
-        await jsm.consumers.update(options.stream, durable, {
-          ack_wait: wanted.ack_wait!,
-          max_deliver: wanted.max_deliver!,
-          max_ack_pending: wanted.max_ack_pending!,
-        });
-      }
-    } catch (error) {
-      throw this.#wrap(error);
-    }
+  /** The connection was re-established: the waiting request is gone. */
+  reconnected(): void {
+    this.#puller?.reset();
   }
 
-  #consumer(): Promise<Consumer> {
-    const { js, options, durable } = this.#context;
-    return js.consumers.get(options.stream, durable);
-  }
-
-  async #open(consumer: Consumer): Promise<ConsumerMessages> {
-    const messages = await consumer.consume({
-      // More than the handler slots: the next events are here when a slot
-      // frees. They wait in nats.js's buffer until a slot takes them.
-      max_messages: this.#context.options.prefetch,
-      expires: PULL_EXPIRES,
-      idle_heartbeat: PULL_HEARTBEAT,
+  async #ensureConsumer(): Promise<ConsumerState> {
+    return ensureConsumer(await this.#link.jsm, this.#options, {
+      spec: this.#spec,
+      durable: this.#durable,
+      logger: this.#logger,
     });
-    this.#messages = messages;
-    this.#watch(messages);
-    if (this.#stop.signal.aborted) this.#closeMessages();
-    return messages;
   }
 
-  async #run(first: ConsumerMessages): Promise<void> {
-    let messages: ConsumerMessages | undefined = first;
-    let failures = 0;
-    while (true) {
-      if (messages !== undefined) {
-        try {
-          await this.#pump(messages);
-          failures = 0;
-        } catch (error) {
-          if (this.#stop.signal.aborted) return;
-          this.#context.logger.warn(
-            `Consumer "${this.#context.durable}" lost its fetch: ${
-              describeError(error)
-            }, fetching again`,
-            { error },
-          );
-        }
-      }
-      if (this.#stop.signal.aborted) return;
-      // The fetch ended without stop(): the connection closed, or the server
-      // refused it. Open a new one unless the connection is gone for good.
-      if (this.#context.connectionClosed()) {
-        this.#context.logger.error(
-          `Consumer "${this.#context.durable}" stopped: the NATS connection is closed`,
-        );
-        return;
-      }
-      try {
-        await pause(Math.min(100 * 2 ** failures++, 5_000), this.#stop.signal);
-        const consumer = await this.#context.setup(() => this.#consumer());
-        messages = await this.#open(consumer);
-      } catch (error) {
-        if (this.#stop.signal.aborted) return;
-        messages = undefined;
-        this.#context.logger.warn(
-          `Consumer "${this.#context.durable}" cannot fetch: ${
-            describeError(error)
-          }, trying again`,
-          { error },
-        );
-      }
+  /** Asks for as many events as there is room for, unless a request waits. */
+  #fill(): void {
+    const puller = this.#puller;
+    if (
+      puller === undefined || this.#stopping || this.#pullTimer !== undefined
+    ) return;
+    const { prefetch } = this.#options;
+    const owed = puller.outstanding;
+    const room = prefetch - this.#queue.length - owed;
+    // Refill in batches of a quarter, or whatever fits once nothing is owed.
+    if (
+      room >= Math.max(1, Math.floor(prefetch / 4)) || (owed === 0 && room > 0)
+    ) {
+      puller.pull(room);
     }
   }
 
-  /** Takes one message per free slot; after stop(), hands the rest back. */
-  async #pump(messages: ConsumerMessages): Promise<void> {
-    const iterator = messages[Symbol.asyncIterator]();
-    while (true) {
-      let permit: Permit | undefined;
-      if (!this.#stop.signal.aborted) {
-        // A free slot is taken at once, without a turn of the event loop.
-        permit = this.#slots.tryAcquire();
-        if (permit === undefined) {
-          try {
-            permit = await this.#slots.acquire({ signal: this.#stop.signal });
-          } catch {
-            // stopping: hand back what is buffered
-          }
-        }
-      }
-      let next: IteratorResult<JsMsg>;
-      try {
-        next = await iterator.next();
-      } catch (error) {
-        permit?.release();
-        throw error;
-      }
-      if (next.done) {
-        permit?.release();
-        return;
-      }
-      if (permit === undefined || this.#stop.signal.aborted) {
-        permit?.release();
-        respond(next.value, (m) => m.nak(RELEASE_DELAY));
-        continue;
-      }
-      void this.#handle(next.value, permit);
-    }
-  }
-
-  async #handle(msg: JsMsg, permit: Permit): Promise<void> {
-    const entry: InFlight = {
+  #receive(msg: Pulled): void {
+    const held: Held = {
       msg,
-      controller: new AbortController(),
+      beat: Date.now(),
+      controller: undefined,
       released: false,
-      beat: undefined,
     };
-    this.#inFlight.add(entry);
+    this.#held.add(held);
+    this.#failures = 0;
+    this.#queue.push(held);
+    this.#startBeats();
+    if (this.#stopping) {
+      if (this.#puller?.outstanding === 0) this.#closePuller();
+      return;
+    }
+    this.#dispatch();
+  }
+
+  #ended(end: PullEnd): void {
+    if (this.#stopping) {
+      // A request given up for lost may still wait on the server.
+      if (end.kind === "lost" && this.#puller !== undefined) {
+        this.#safeAt = this.#puller.lastExpiry + RELEASE_MARGIN;
+      }
+      if (this.#puller?.outstanding === 0) this.#closePuller();
+      this.#checkIdle();
+      return;
+    }
+    const durable = this.#durable;
+    const logger = this.#logger;
+    if (this.#link.nc.isClosed()) {
+      logger.error(
+        `Consumer "${durable}" stopped: the NATS connection is closed`,
+      );
+      this.stop();
+      return;
+    }
+    if (end.kind === "expired" || end.kind === "lost") {
+      if (end.kind === "lost") {
+        logger.debug(
+          `Consumer "${durable}" lost a pull request, pulling again`,
+        );
+      }
+      this.#fill();
+      return;
+    }
+    const { stream } = this.#options;
+    const failures = ++this.#failures;
+    const pause = Math.min(100 * 2 ** (failures - 1), MAX_PULL_PAUSE);
+    if (end.kind === "refused") {
+      logger.warn(
+        `Consumer "${durable}" of stream "${stream}" cannot pull: the server answered ${end.code} ${end.text}, trying again in ${pause} ms`,
+      );
+    } else {
+      // No consumer answered (it or its stream is gone, or JetStream is
+      // restarting), or it was deleted: create it again.
+      logger.warn(
+        `Consumer "${durable}" of stream "${stream}" ${
+          end.kind === "consumer-deleted" ? "was deleted" : "does not answer"
+        }, creating it again`,
+      );
+      this.#repair();
+    }
+    this.#pullTimer = setTimeout(() => {
+      this.#pullTimer = undefined;
+      this.#fill();
+    }, pause);
+  }
+
+  /** Starts waiting events while slots are free, then refills. */
+  #dispatch(): void {
+    const { concurrency } = this.#options;
+    while (
+      !this.#stopping && this.#running.size < concurrency &&
+      this.#queue.length > 0
+    ) {
+      void this.#handle(this.#queue.shift()!);
+    }
+    this.#fill();
+  }
+
+  async #handle(held: Held): Promise<void> {
+    held.controller = new AbortController();
+    this.#running.add(held);
     try {
-      await this.#process(entry);
+      await this.#process(held);
     } catch (error) {
-      this.#context.logger.error(
-        `Cannot handle message ${msg.seq} of "${msg.subject}" for handler "${this.#context.spec.name}": ${
+      this.#logger.error(
+        `Cannot handle message ${held.msg.seq} of "${held.msg.subject}" for handler "${this.#spec.name}": ${
           describeError(error)
         }, it will be delivered again`,
         { error },
       );
-      if (!entry.released) respond(msg, (m) => m.nak(this.#nakDelay(1_000)));
+      this.#respond(held, (m) => m.nak(this.#nakDelay(1_000)));
     } finally {
-      entry.beat = undefined;
-      permit.release();
-      this.#inFlight.delete(entry);
-      if (this.#inFlight.size === 0) {
-        this.#stopBeats();
-        // Ordered: the broker sends the next event only once this ack
-        // arrives. Otherwise the ack waits for its macrotask: written at
-        // once, it delays the reading of everything else, such as the
-        // PubAcks of a producer in the same process.
-        if (this.#context.options.ordered) this.#flushAcks();
-      }
+      this.#running.delete(held);
+      this.#held.delete(held);
+      // Ordered: the broker sends the next event only once this ack
+      // arrives. Otherwise the ack waits for its macrotask: written at
+      // once, it delays the reading of everything else, such as the
+      // PubAcks of a producer in the same process.
+      if (this.#options.ordered) this.#flushAcks();
+      this.#dispatch();
       this.#checkIdle();
     }
   }
 
-  async #process(entry: InFlight): Promise<void> {
-    const { msg } = entry;
-    const { spec, durable } = this.#context;
-    const attempt = msg.info.deliveryCount;
+  async #process(held: Held): Promise<void> {
+    const { msg } = held;
+    const spec = this.#spec;
+    const durable = this.#durable;
+    // A replayed dead letter of another handler name: not ours to run.
+    const target = msg.headers?.get(TARGET_HANDLER) ?? "";
+    if (target !== "" && target !== this.#target) {
+      held.beat = undefined;
+      this.#ack(msg);
+      return;
+    }
+    const attempt = await this.#attempt(msg);
+    if (held.released) return;
     let event: Event;
     try {
       event = decodeEvent(msg.data);
@@ -376,13 +366,13 @@ export class ConsumerLoop {
         );
       }
     } catch (error) {
-      this.#context.logger.error(
+      this.#logger.error(
         `Cannot deliver message ${msg.seq} of "${msg.subject}" to handler "${spec.name}": ${
           describeError(error)
-        }; moved it to the dead-letter stream "${this.#context.options.deadLetterStream}"`,
+        }; moved it to the dead-letter stream "${this.#options.deadLetterStream}"`,
         { error, subject: msg.subject, sequence: msg.seq },
       );
-      await this.#deadLetter(entry, {
+      await this.#deadLetter(held, {
         reason: "invalid-event",
         error,
         attempts: attempt,
@@ -391,32 +381,31 @@ export class ConsumerLoop {
       });
       return;
     }
-    this.#keepAlive(entry);
     let result: DeliveryResult;
     try {
-      result = await this.#context.deliver({
+      result = await this.#deliver({
         event,
         handler: spec.name,
         attempt,
-        signal: entry.controller.signal,
+        signal: held.controller!.signal,
       });
     } catch (error) {
       // Deliver never rejects by contract; a broken one must not lose events.
       result = { status: "retry", delay: 1_000, error };
     }
-    entry.beat = undefined;
-    if (entry.released) return; // close() already handed it back
+    if (held.released) return; // close() already handed it back
     switch (result.status) {
       case "completed":
+        held.beat = undefined;
         this.#ack(msg);
-        this.#context.completed();
+        this.#completed++;
         return;
       case "retry":
-        respond(msg, (m) => m.nak(this.#nakDelay(result.delay)));
+        this.#respond(held, (m) => m.nak(this.#nakDelay(result.delay)));
         return;
       case "dead-letter":
-        await this.#deadLetter(entry, {
-          reason: "handler-failed",
+        await this.#deadLetter(held, {
+          reason: result.error.reason,
           error: result.error.cause,
           attempts: result.error.attempts,
           handler: spec.name,
@@ -424,55 +413,142 @@ export class ConsumerLoop {
         });
         return;
       case "abandoned":
-        respond(msg, (m) => m.nak(this.#nakDelay(0)));
+        this.#respond(held, (m) => m.nak(this.#nakDelay(0)));
         return;
     }
   }
 
-  async #deadLetter(entry: InFlight, letter: DeadLetter): Promise<void> {
+  /**
+   * The try number: the broker's delivery count less the deliveries a
+   * closing worker handed back unstarted. When the count cannot be read,
+   * the delivery count alone (which can only end retries sooner).
+   */
+  async #attempt(msg: Pulled): Promise<number> {
+    const deliveries = msg.deliveryCount;
+    if (!(deliveries > 1)) return 1;
     try {
-      await this.#context.deadLetter(entry.msg, letter);
+      const handedBack = await this.#handbacks.count(this.#durable, msg);
+      return Math.max(1, deliveries - handedBack);
     } catch (error) {
-      this.#context.logger.error(
-        `Cannot store the dead letter of message ${entry.msg.seq} for handler "${letter.handler}": ${
-          describeError(error)
-        }, it will be delivered again in ${DEAD_LETTER_RETRY_DELAY} ms`,
-        { error },
-      );
-      if (!entry.released) {
-        respond(entry.msg, (m) => m.nak(DEAD_LETTER_RETRY_DELAY));
+      if (!this.#lookupWarned) {
+        this.#lookupWarned = true;
+        this.#logger.warn(
+          `Cannot read how often message ${msg.seq} was handed back to consumer "${this.#durable}": ${
+            describeError(error)
+          }, counting every delivery as a try`,
+          { error },
+        );
       }
-      return;
+      return deliveries;
     }
-    // Plain term(): nats-server 2.9 ignores a term with a reason.
-    if (!entry.released) respond(entry.msg, (m) => m.term());
   }
 
-  /** A nak delay that is safe once this consumer stopped fetching. */
+  /** Stores the dead letter, then terms the event (or naks it for later). */
+  async #deadLetter(held: Held, letter: DeadLetter): Promise<void> {
+    // The broker keeps hearing of it while its copy is stored.
+    held.beat ??= Date.now();
+    await deadLetter(this.#link, held.msg, letter, this.#logger);
+    held.beat = undefined;
+  }
+
+  /**
+   * Sends a final answer for an event, unless close() already did (the
+   * message itself ignores a second final answer).
+   */
+  #respond(held: Held, action: (msg: Pulled) => void): void {
+    held.beat = undefined;
+    if (held.released) return;
+    action(held.msg);
+  }
+
+  /** A nak delay that keeps the event from returning to this loop's request. */
   #nakDelay(delay: number): number {
     const ms = Math.max(0, Math.round(delay));
-    return this.#stop.signal.aborted ? Math.max(ms, RELEASE_DELAY) : ms;
+    return this.#stopping ? Math.max(ms, this.#safeDelay()) : ms;
   }
 
-  /** Tells the broker a long try is still running, every half ack wait. */
-  #keepAlive(entry: InFlight): void {
-    entry.beat = Date.now();
+  /**
+   * How long until no request of this loop can take a message: the waiting
+   * request's expiry (or, after an unsubscribe while it waited, the dead
+   * request's), plus a margin; 0 once pulling ended cleanly.
+   */
+  #safeDelay(): number {
+    const puller = this.#puller;
+    const at =
+      puller !== undefined && !this.#pullerClosed && puller.outstanding > 0
+        ? puller.lastExpiry + RELEASE_MARGIN
+        : this.#safeAt;
+    return Math.max(0, at - Date.now());
+  }
+
+  /** Unsubscribes and hands back every waiting event. */
+  #closePuller(): void {
+    if (this.#pullerClosed) return;
+    this.#pullerClosed = true;
+    const puller = this.#puller;
+    if (puller !== undefined) {
+      if (puller.outstanding > 0) {
+        this.#safeAt = Math.max(
+          this.#safeAt,
+          puller.lastExpiry + RELEASE_MARGIN,
+        );
+      }
+      puller.close();
+    }
+    this.#handBack(this.#queue.splice(0));
+  }
+
+  /**
+   * Hands unstarted events back to the broker, each after counting the
+   * hand-back, so the redelivery is not taken for a try.
+   */
+  #handBack(entries: Held[]): void {
+    if (entries.length === 0) return;
+    const handbacks = this.#handbacks;
+    const durable = this.#durable;
+    const work = Promise.all(entries.map(async (held) => {
+      const { msg } = held;
+      try {
+        const before = msg.deliveryCount > 1
+          ? await handbacks.count(durable, msg)
+          : 0;
+        await handbacks.record(durable, msg, before + 1);
+      } catch (error) {
+        this.#logger.warn(
+          `Cannot count the hand-back of message ${msg.seq} to consumer "${durable}": ${
+            describeError(error)
+          }, its next delivery counts as a try`,
+          { error },
+        );
+      }
+      this.#held.delete(held);
+      held.beat = undefined;
+      msg.nak(this.#safeDelay());
+    })).then(() => {});
+    this.#handingBack.add(work);
+    work.finally(() => {
+      this.#handingBack.delete(work);
+      this.#checkIdle();
+    });
+  }
+
+  #startBeats(): void {
     this.#beatTimer ??= setTimeout(this.#beats, this.#beatEvery);
   }
 
   #beats = (): void => {
     this.#beatTimer = undefined;
     const now = Date.now();
-    let running = false;
-    for (const entry of this.#inFlight) {
-      if (entry.beat === undefined || entry.released) continue;
-      running = true;
-      if (now - entry.beat >= this.#beatEvery) {
-        entry.beat = now;
-        respond(entry.msg, (m) => m.working());
+    let beating = false;
+    for (const held of this.#held) {
+      if (held.beat === undefined || held.released) continue;
+      beating = true;
+      if (now - held.beat >= this.#beatEvery) {
+        held.beat = now;
+        held.msg.working();
       }
     }
-    if (running) this.#beatTimer = setTimeout(this.#beats, this.#beatEvery);
+    if (beating) this.#beatTimer = setTimeout(this.#beats, this.#beatEvery);
   };
 
   /**
@@ -481,7 +557,7 @@ export class ConsumerLoop {
    * hands the rest back; at once when ordered), the completions of one
    * batch go out in one write.
    */
-  #ack(msg: JsMsg): void {
+  #ack(msg: Pulled): void {
     this.#acks.push(msg);
     this.#ackTimer ??= setTimeout(this.#flushAcks, 0);
   }
@@ -492,92 +568,46 @@ export class ConsumerLoop {
     const acks = this.#acks;
     if (acks.length === 0) return;
     this.#acks = [];
-    for (const msg of acks) respond(msg, (m) => m.ack());
+    for (const msg of acks) msg.ack();
   };
 
-  #stopBeats(): void {
-    clearTimeout(this.#beatTimer);
-    this.#beatTimer = undefined;
-  }
-
-  #watch(messages: ConsumerMessages): void {
-    (async () => {
-      for await (const status of messages.status()) {
-        switch (status.type) {
-          case "consumer_deleted":
-          case "consumer_not_found":
-            this.#context.logger.warn(
-              `Consumer "${this.#context.durable}" of stream "${this.#context.options.stream}" is gone, creating it again`,
-            );
-            this.#repair();
-            break;
-          case "heartbeats_missed":
-            this.#context.logger.debug(
-              `Consumer "${this.#context.durable}" missed ${status.count} heartbeats, pulling again`,
-            );
-            break;
-          default:
-            break;
-        }
-      }
-    })().catch(() => {});
-  }
-
   #repair(): void {
-    if (this.#repairing !== undefined || this.#stop.signal.aborted) return;
-    this.#repairing = this.#ensureConsumer().catch((error: unknown) => {
-      this.#context.logger.warn(
-        `Cannot create consumer "${this.#context.durable}" again: ${
-          describeError(error)
-        }`,
-        { error },
-      );
-    }).finally(() => {
-      this.#repairing = undefined;
-    });
+    if (this.#repairing !== undefined || this.#stopping) return;
+    this.#repairing = this.#link.ensureStreams()
+      .then(() => this.#ensureConsumer())
+      .catch((error: unknown) => {
+        this.#logger.warn(
+          `Cannot create consumer "${this.#durable}" again: ${
+            describeError(error)
+          }`,
+          { error },
+        );
+      }).finally(() => {
+        this.#repairing = undefined;
+      });
   }
 
-  #closeMessages(): void {
-    const messages = this.#messages;
-    if (messages === undefined) return;
-    try {
-      messages.close().catch(() => {});
-    } catch {
-      // already closed
-    }
+  #throwIfStopped(): void {
+    if (this.#stopping) throw new EventBusClosedError();
   }
 
   #isIdle(): boolean {
-    return !this.#running && this.#inFlight.size === 0;
+    return this.#running.size === 0 && this.#queue.length === 0 &&
+      this.#handingBack.size === 0 &&
+      (this.#puller === undefined || this.#pullerClosed);
   }
 
   #checkIdle(): void {
-    if (!this.#isIdle() || this.#idle.length === 0) return;
+    if (this.#held.size === 0 && this.#beatTimer !== undefined) {
+      clearTimeout(this.#beatTimer);
+      this.#beatTimer = undefined;
+    }
+    if (!this.#isIdle()) return;
+    clearTimeout(this.#pullTimer);
+    this.#pullTimer = undefined;
+    if (this.#idle === undefined) return;
     this.#flushAcks(); // before close() drains the connection
-    const waiters = this.#idle;
-    this.#idle = [];
-    for (const resolve of waiters) resolve();
-  }
-
-  #wrap(error: unknown): unknown {
-    if (error instanceof BackendError || isTransient(error)) return error;
-    if (isClosedConnection(error)) return error;
-    const { options, spec, durable } = this.#context;
-    return new BackendError(
-      BACKEND,
-      `Cannot create consumer "${durable}" of stream "${options.stream}" for handler "${spec.name}": ${
-        describeError(error)
-      }, check the stream and the consumer's configuration`,
-      { cause: error },
-    );
-  }
-}
-
-/** Sends ack, nak, term or working; a closed connection is not an error here. */
-function respond(msg: JsMsg, action: (msg: JsMsg) => void): void {
-  try {
-    action(msg);
-  } catch {
-    // The connection is closed: the broker redelivers after the ack wait.
+    this.#idle.resolve();
+    this.#idle = undefined;
   }
 }

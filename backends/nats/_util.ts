@@ -1,9 +1,23 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-// Small helpers of the JetStream backend: NATS-safe names, header values,
-// which client errors are worth another try, and abortable pauses.
+// Small helpers of the JetStream backend: its name, NATS-safe names, header
+// values, and which client errors are worth another try.
 
 import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream";
 import { errors, RequestError } from "@nats-io/nats-core";
+import { fnv1a } from "@eventbus/core/backend-kit";
+
+/** The backend's name, in its errors and as `JetStreamBackend.name`. */
+export const BACKEND = "nats-jetstream";
+/** The header JetStream de-duplicates by (`msgID` of `js.publish`). */
+export const MSG_ID = "Nats-Msg-Id";
+/**
+ * The header of a replayed copy naming the one handler it is for: consumers
+ * of every other name acknowledge it without running their handler.
+ */
+export const TARGET_HANDLER = "EventBus-Target-Handler";
+/** JetStream API error codes the backend acts on. */
+export const STREAM_NOT_FOUND = 10059;
+export const CONSUMER_NOT_FOUND = 10014;
 
 const SAFE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const UNSAFE_CHARACTER = /[^A-Za-z0-9_-]/g;
@@ -27,12 +41,52 @@ export function headerValue(value: string, max = 1024): string {
   return line.length > max ? `${line.slice(0, max - 3)}...` : line;
 }
 
+const STORE_FAILED = 10077;
+const MESSAGE_TOO_LARGE = 10054;
+const ACCOUNT_RESOURCES_EXCEEDED = 10002;
+const INSUFFICIENT_RESOURCES = 10023;
+/** The descriptions of JetStream's "store failed" answer for a full stream. */
+const STREAM_FULL = /^maximum (messages|bytes|messages per subject) exceeded$/i;
+
+/**
+ * The limit a stream refused a message for, as the server named it
+ * ("maximum messages exceeded", "message size exceeds maximum allowed",
+ * ...), or undefined when the error is not a refusal for a limit. The
+ * server answers these with status 503 or 400 and error code 10077 (store
+ * failed, whose description names the limit), 10054 (message too large),
+ * 10002 or 10023 (account or server resources): trying again does not help.
+ */
+export function refusedLimit(error: unknown): string | undefined {
+  if (!(error instanceof JetStreamApiError)) return undefined;
+  switch (error.code) {
+    case STORE_FAILED:
+      return STREAM_FULL.test(error.message) ||
+          /too? large/i.test(error.message)
+        ? error.message
+        : undefined;
+    case MESSAGE_TOO_LARGE:
+    case ACCOUNT_RESOURCES_EXCEEDED:
+    case INSUFFICIENT_RESOURCES:
+      return error.message;
+    default:
+      return undefined;
+  }
+}
+
+/** Whether the stream refused a message because it is full. */
+export function isStreamFull(error: unknown): boolean {
+  return error instanceof JetStreamApiError && error.code === STORE_FAILED &&
+    STREAM_FULL.test(error.message);
+}
+
 /**
  * Whether a failed JetStream request may succeed when tried again: timeouts,
  * no responders (JetStream restarting, a stream without a leader), a lost
- * connection, and the server's "temporarily unavailable" answers.
+ * connection, and the server's "temporarily unavailable" answers. A stream
+ * or account refusing a message for one of its limits is not transient.
  */
 export function isTransient(error: unknown): boolean {
+  if (refusedLimit(error) !== undefined) return false;
   if (error instanceof errors.TimeoutError) return true;
   if (error instanceof errors.ConnectionError) return true;
   if (error instanceof errors.NoRespondersError) return true;
@@ -61,6 +115,11 @@ export function isNoResponders(error: unknown): boolean {
   return error instanceof Error && error.name === "JetStreamNotEnabled";
 }
 
+/** Whether the JetStream API answered with error `code`. */
+export function isApiError(error: unknown, code: number): boolean {
+  return error instanceof JetStreamApiError && error.code === code;
+}
+
 /** Whether the connection is gone for good (closed or draining). */
 export function isClosedConnection(error: unknown): boolean {
   return error instanceof errors.ClosedConnectionError ||
@@ -73,32 +132,4 @@ export class Interrupted extends Error {
     super("the connection to the server was re-established during the request");
     this.name = "Interrupted";
   }
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason. */
-export function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function fnv1a(text: string): string {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return (hash >>> 0).toString(16).padStart(8, "0");
 }

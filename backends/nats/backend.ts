@@ -1,74 +1,52 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
-/**
- * The NATS JetStream backend: events cross the wire to worker processes on
- * any number of machines, at least once, with retries and a dead-letter
- * stream.
- *
- * @module
- */
+// JetStreamBackend: publishes events with their CloudEvents headers through
+// the link (`_link.ts`), runs one consumer loop per handler name
+// (`_consumer.ts`), and closes in order: stop pulling, wait for running
+// tries until the timeout, hand back what is left, then drain.
 
-import {
-  jetstream,
-  type JetStreamClient,
-  type JetStreamManager,
-  jetstreamManager,
-  type JsMsg,
-  type PubAck,
-} from "@nats-io/jetstream";
 import {
   type ConnectionOptions,
   headers as createHeaders,
   type MsgHdrs,
   MsgHdrsImpl,
   type NatsConnection,
-  type Status,
 } from "@nats-io/nats-core";
 import { connect as connectNode } from "@nats-io/transport-node";
-import type {
-  AsyncBackend,
-  CloseOptions,
-  CloseReport,
-  ConsumeOptions,
-  Deliver,
-  Logger,
-  PublishOptions,
-} from "../../src/backend.ts";
 import {
+  type AsyncBackend,
   BackendError,
+  type BackendTelemetry,
+  type CloseOptions,
+  type CloseReport,
+  type ConsumeOptions,
+  type DeadLetters,
+  type Deliver,
   describeError,
+  encodeEvent,
+  type Event,
   EventBusClosedError,
-} from "../../src/errors.ts";
-import { encodeEvent, type Event } from "../../src/event.ts";
-import { ConsumerLoop, type DeadLetter } from "./_consumer.ts";
-import { type ResolvedOptions, resolveOptions } from "./_options.ts";
-import { ensureStreams } from "./_streams.ts";
+  type PublishOptions,
+} from "@eventbus/core";
 import {
-  durableName,
-  headerValue,
-  Interrupted,
-  isClosedConnection,
-  isNoResponders,
-  isTransient,
-  pause,
-} from "./_util.ts";
+  deadline,
+  SILENT_LOGGER,
+  sleep,
+  untilDeadline,
+  withTimeout,
+} from "@eventbus/core/backend-kit";
+import { ConsumerLoop } from "./_consumer.ts";
+import { JetStreamDeadLetters } from "./_dead_letter_ops.ts";
+import { Handbacks } from "./_handback.ts";
+import { Link } from "./_link.ts";
+import { checkConnectionOptions, resolveOptions } from "./_options.ts";
+import { BACKEND, headerValue, MSG_ID } from "./_util.ts";
 import type { JetStreamBackendOptions } from "./options.ts";
 
-const BACKEND = "nats-jetstream";
-/** The longest one request waits before it is sent again. */
-const REQUEST_TIMEOUT = 5_000;
-/** The longest close() waits for the connection to flush or drain. */
+/** The longest close() waits to hand events back, and to flush or drain. */
 const FLUSH_TIMEOUT = 5_000;
-/** The header JetStream de-duplicates by (`msgID` of `js.publish`). */
-const MSG_ID = "Nats-Msg-Id";
 const CONTENT_TYPE = "application/cloudevents+json; charset=utf-8";
 /** A line break, or white space at either end (which headers trim). */
 const NOT_PLAIN = /[\r\n]|^\s|\s$/;
-const SILENT_LOGGER: Logger = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-};
 
 /**
  * An async backend on NATS JetStream. `emit` resolves once the stream
@@ -76,23 +54,42 @@ const SILENT_LOGGER: Logger = {
  * it through one durable pull consumer per handler name: workers sharing a
  * name compete for events, different names each get every event.
  *
+ * - Accepted: the stream has limits retention and keeps every event for
+ *   `maxAge` (7 days by default), handled or not, so each handler name gets
+ *   it, including a name whose first worker starts after the emit (it starts
+ *   where `startAt` says, `"oldest"` by default, and the backend logs how
+ *   many earlier events it gets). A full stream (`maxMessages`, `maxBytes`)
+ *   refuses new events at once with `QueueFullError` naming the stream and
+ *   the limit; none is dropped for room.
  * - Publish: subject `"<subjectPrefix>.<event type>"`, CloudEvents JSON,
  *   message id = event id, so an event emitted twice within the duplicate
- *   window is stored once. While the connection is down it tries again until
- *   `publishTimeout`, then rejects with `BackendError`.
- * - Consume: explicit acks; a failed try is redelivered after the retry
- *   policy's delay (attempt = the broker's delivery count); a long try tells
- *   the broker it is still working; after the last try a copy goes to the
- *   stream `"<stream>_DLQ"` with the error and attempts in headers.
- * - Close: stops fetching, lets running tries finish until the timeout, then
- *   aborts them and hands their events back to the broker, which redelivers
- *   them to the next worker of the name about 2 s later; unfinished events
- *   never leave the broker, so the report's `abandoned` is empty.
+ *   window is stored once. While the broker does not answer it tries again
+ *   until `publishTimeout`, then rejects with `BackendError`. Emits share
+ *   one reply subscription; those made in one turn of the event loop go
+ *   out in one write at its end, at most 4 000 awaiting their PubAck (the
+ *   rest wait their turn, within the same `publishTimeout`).
+ * - Consume: explicit acks; each consumer pulls as many events as it has
+ *   room for and reports every event it holds, waiting or running, as in
+ *   progress. A failed try is redelivered after the retry policy's delay;
+ *   the attempt is the broker's delivery count less the deliveries handed
+ *   back unstarted, so the bus dead-letters a crash loop as `"crashed"`
+ *   (there is no `max_deliver` to park it). A dead letter is copied to the
+ *   stream `"<stream>_DLQ"` with its reason, error and attempts in headers
+ *   (a reference to the original when the copy would not fit), then the
+ *   original is terminated; {@linkcode JetStreamBackend.deadLetters}
+ *   counts, lists, replays (to the failed handler name only) and purges
+ *   them.
+ * - Close: stops pulling, lets running tries finish until the timeout, then
+ *   aborts them and hands their events back to the broker; events pulled but
+ *   not started go back once the last pull request ended (about a second)
+ *   and do not count as tries. Another worker of the name gets them within
+ *   about 1.5 s; unfinished events never leave the broker, so the report's
+ *   `abandoned` is empty.
  *
  * @example Producer and worker (two processes)
  * ```ts ignore
  * import { EventBus } from "@eventbus/core";
- * import { JetStreamBackend } from "@eventbus/core/nats";
+ * import { JetStreamBackend } from "@eventbus/nats";
  *
  * type Events = { "user.signup": { email: string } };
  *
@@ -116,13 +113,13 @@ const SILENT_LOGGER: Logger = {
  * @example With a connection you opened (any transport)
  * ```ts ignore
  * import { EventBus } from "@eventbus/core";
- * import { JetStreamBackend } from "@eventbus/core/nats";
+ * import { JetStreamBackend } from "@eventbus/nats";
  * import { connect } from "@nats-io/transport-node";
  *
  * const nc = await connect({
  *   servers: "127.0.0.1:4222",
  *   maxReconnectAttempts: -1, // outlive broker restarts
- *   noAsyncTraces: true, // no stack trace captured per publish
+ *   noAsyncTraces: true, // no stack trace captured per request
  * });
  * const bus = new EventBus({ backend: new JetStreamBackend(nc, { stream: "EVENTS" }) });
  * await bus.emit("user.signup", { email: "ada@example.com" });
@@ -135,27 +132,71 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
   readonly name: string = BACKEND;
   /** Always `true`: events cross the wire. */
   readonly remote: boolean = true;
+  /** For instrumentation: system `"nats"`, destination the subject. */
+  readonly telemetry: BackendTelemetry = {
+    system: "nats",
+    destination: (type) => `${this.#link.options.subjectPrefix}.${type}`,
+  };
+  /**
+   * The window in which the broker drops a second event with the same id,
+   * in ms (the `duplicateWindow` option, default 120 000): a
+   * `PostgresOutbox` warns when its lease is not shorter.
+   */
+  get duplicateWindow(): number {
+    return this.#link.options.duplicateWindow;
+  }
 
-  #nc: NatsConnection;
+  #link: Link;
   #owned: boolean;
-  #options: ResolvedOptions;
-  #js: JetStreamClient;
-  #jsm: Promise<JetStreamManager>;
-  #streams: Promise<void> | undefined;
-  /** Whether `#streams` resolved: publishes skip the wait for it. */
-  #streamsReady = false;
+  #handbacks: Handbacks;
   #loops = new Set<ConsumerLoop>();
   #publishing = new Set<Promise<unknown>>();
-  #abort = new AbortController();
-  #status: AsyncIterable<Status>;
-  #disconnected = false;
-  #reconnected!: Promise<void>;
-  #onReconnect!: () => void;
-  /** Rejects a request in flight: Interrupted on reconnect, reason on close. */
-  #interrupts = new Set<(error: unknown) => void>();
+  /** Deliveries completed by loops no longer in `#loops`. */
   #completed = 0;
   #closed = false;
   #closing: Promise<CloseReport> | undefined;
+
+  /**
+   * The dead letters in `"<stream>_DLQ"`: count, list (oldest first),
+   * replay and purge them, from any process that opens a backend on the
+   * same stream (listening or not).
+   *
+   * - `ref` is the dead letter's sequence in `"<stream>_DLQ"`. A dead letter
+   *   stored as a reference (an event too large to copy) lists its event
+   *   from the original stream while that stream keeps it. A message there
+   *   that is not one of our events lists with reason `invalid-event` and
+   *   its body (parsed JSON, or text) as `event`.
+   * - `replay` publishes the event's bytes unchanged (same id and
+   *   `traceparent`) to the subject it was consumed from
+   *   (`"<subjectPrefix>.<type>"`) with the header
+   *   `EventBus-Target-Handler`: consumers of every other handler name
+   *   acknowledge it without running. Its message id is
+   *   `"<event id>:replay:<ref>"`, so the duplicate window does not drop it,
+   *   and a replay repeated after a crash is stored once. It starts at
+   *   attempt 1. The dead letter is deleted after the PubAck. A dead letter
+   *   whose event cannot be read (not an event, or a reference whose
+   *   original aged out), whose copy would not fit the server's
+   *   `max_payload`, or whose handler name has no consumer on the stream
+   *   any more stays, and is not counted in `replayed` (a dry run counts
+   *   every selected dead letter).
+   * - `purge` deletes by subject (a handler's or a type's dead letters) or
+   *   by sequence.
+   * - None of them creates or updates a stream, so a process that opens
+   *   the backend with other options (the CLI) changes no limit.
+   *
+   * @example Replaying one handler's dead letters
+   * ```ts ignore
+   * import { JetStreamBackend } from "@eventbus/nats";
+   * const backend = await JetStreamBackend.connect({ servers: "127.0.0.1:4222" });
+   * for await (const item of backend.deadLetters.list({ handler: "send-welcome-email" })) {
+   *   console.log(item.ref, item.event.id, item.attempts, item.error);
+   * }
+   * const { replayed } = await backend.deadLetters.replay({ handler: "send-welcome-email" });
+   * console.log(`replayed ${replayed}`);
+   * await backend.close();
+   * ```
+   */
+  readonly deadLetters: DeadLetters;
 
   /**
    * Creates a backend on a connection you opened; streams and consumers are
@@ -163,22 +204,24 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    *
    * @param nc An open connection, from any transport. The backend never
    *   closes it; give it `maxReconnectAttempts: -1` so it outlives broker
-   *   restarts, and `noAsyncTraces: true` for faster publishes (nats.js
-   *   otherwise captures a stack trace for every request).
+   *   restarts, and `noAsyncTraces: true` for cheaper requests (nats.js
+   *   otherwise captures a stack trace for every request: consumer set-up,
+   *   dead letters, hand-backs; `emit` publishes without a request).
    * @param options Stream, subjects, timeouts, ordering and limits.
    * @throws {RangeError} When an option is out of range.
+   * @throws {TypeError} When a connection option (such as `servers`) is
+   *   among the backend options.
    */
   constructor(nc: NatsConnection, options: JetStreamBackendOptions = {}) {
-    this.#options = resolveOptions(options);
-    this.#nc = nc;
+    this.#link = new Link(nc, resolveOptions(options), () => {
+      for (const loop of this.#loops) loop.reconnected();
+    });
     this.#owned = false;
-    const timeout = Math.min(REQUEST_TIMEOUT, this.#options.publishTimeout);
-    this.#js = jetstream(nc, { timeout });
-    this.#jsm = jetstreamManager(nc, { timeout, checkAPI: false });
-    this.#jsm.catch(() => {});
-    this.#renewReconnect();
-    this.#status = nc.status();
-    this.#watch();
+    this.#handbacks = new Handbacks(this.#link);
+    this.deadLetters = new JetStreamDeadLetters(
+      this.#link,
+      () => this.#closed,
+    );
   }
 
   /**
@@ -187,8 +230,8 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    * given, `maxReconnectAttempts` is -1: the connection waits for a
    * restarted broker for as long as it takes, and `noAsyncTraces` is true:
    * nats.js then no longer captures a stack trace for every request, which
-   * makes each publish markedly cheaper (errors keep their type and
-   * message, without the caller's stack).
+   * makes each one markedly cheaper (errors keep their type and message,
+   * without the caller's stack).
    *
    * @param server Connection options, such as `{ servers: "127.0.0.1:4222" }`.
    * @param options Backend options; `connectTimeout` waits for a server
@@ -196,10 +239,12 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    * @returns A backend that owns its connection.
    * @throws {BackendError} When no server answered within `connectTimeout`.
    * @throws {RangeError} When an option is out of range.
+   * @throws {TypeError} When a backend option (such as `stream`) is among the
+   *   connection options, or a connection option among the backend options.
    *
    * @example Waiting up to 10 s for the broker at startup
    * ```ts ignore
-   * import { JetStreamBackend } from "@eventbus/core/nats";
+   * import { JetStreamBackend } from "@eventbus/nats";
    * const backend = await JetStreamBackend.connect(
    *   { servers: ["127.0.0.1:4222"] },
    *   { connectTimeout: 10_000 },
@@ -211,8 +256,9 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
     server: ConnectionOptions = {},
     options: JetStreamBackendOptions = {},
   ): Promise<JetStreamBackend> {
+    checkConnectionOptions(server);
     const { connectTimeout } = resolveOptions(options);
-    const deadline = Date.now() + connectTimeout;
+    const until = Date.now() + connectTimeout;
     const settings = {
       maxReconnectAttempts: -1,
       noAsyncTraces: true,
@@ -226,7 +272,7 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
         backend.#owned = true;
         return backend;
       } catch (error) {
-        const remaining = deadline - Date.now();
+        const remaining = until - Date.now();
         if (remaining <= 0) {
           throw new BackendError(
             BACKEND,
@@ -240,7 +286,7 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
             { cause: error },
           );
         }
-        await pause(Math.min(100 * 2 ** tries++, 1_000, remaining));
+        await sleep(Math.min(100 * 2 ** tries++, 1_000, remaining));
       }
     }
   }
@@ -254,8 +300,10 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    * @param options The signal that stops waiting.
    * @returns Once the stream stored the event (or already had it).
    * @throws {EventBusClosedError} After `close()`.
+   * @throws {QueueFullError} When the stream is full (`maxMessages` or
+   *   `maxBytes`): at once, naming the stream and the limit.
    * @throws {BackendError} When the stream did not acknowledge the event in
-   *   time, refused it (full, too large), or cannot be set up.
+   *   time, refused it (too large), or cannot be set up.
    * @throws The signal's reason when it aborts first.
    */
   publish(event: Event, options?: PublishOptions): Promise<void> {
@@ -271,65 +319,67 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
 
   /**
    * Creates or updates one durable consumer per handler name and starts
-   * fetching; resolves once they are ready. Stops them when `signal` aborts.
+   * pulling; resolves once each consumer exists and its first pull request
+   * reached the server. Stops them when `signal` aborts.
    *
    * @param deliver Runs one try.
    * @param options The consumers, the signal that stops them, the logger.
-   * @returns Once every consumer is fetching.
-   * @throws {EventBusClosedError} After `close()`.
+   * @returns Once every consumer is pulling.
+   * @throws {EventBusClosedError} After `close()`, or when `close()` runs
+   *   while the consumers are being set up.
    * @throws {BackendError} When a stream or consumer cannot be set up.
    */
   async consume(deliver: Deliver, options: ConsumeOptions): Promise<void> {
     if (this.#closed) throw new EventBusClosedError();
     const { consumers, signal, logger = SILENT_LOGGER } = options;
     if (signal?.aborted) return;
-    const deadline = Date.now() + this.#options.publishTimeout;
-    await this.#retry(() => this.#ensureStreams(), "set up streams", deadline);
-    const jsm = await this.#jsm;
-    const loops = consumers.map((spec) =>
-      new ConsumerLoop({
-        js: this.#js,
-        jsm,
-        options: this.#options,
-        deliver,
-        spec,
-        durable: durableName(spec.name),
-        logger,
-        deadLetter: (msg, letter) => this.#deadLetter(msg, letter),
-        completed: () => void this.#completed++,
-        connectionClosed: () => this.#nc.isClosed(),
-        setup: (attempt) =>
-          this.#retry(
-            attempt,
-            `set up consumer for "${spec.name}"`,
-            Date.now() + this.#options.publishTimeout,
-          ),
-      })
-    );
-    for (const loop of loops) this.#loops.add(loop);
+    let loops: ConsumerLoop[] = [];
     const detach = (): void => {
       for (const loop of loops) {
         loop.stop();
-        loop.whenIdle().then(() => this.#loops.delete(loop));
+        loop.whenIdle().then(() => {
+          if (this.#loops.delete(loop)) this.#completed += loop.completed;
+        });
       }
     };
-    signal?.addEventListener("abort", detach, { once: true });
     try {
+      await this.#link.retry(() => this.#link.ensureStreams(), {
+        what: "set up streams",
+      });
+      if (this.#closed) throw new EventBusClosedError();
+      loops = consumers.map((spec) =>
+        new ConsumerLoop(this.#link, this.#handbacks, {
+          spec,
+          deliver,
+          logger,
+        })
+      );
+      for (const loop of loops) this.#loops.add(loop);
+      signal?.addEventListener("abort", detach, { once: true });
       await Promise.all(loops.map((loop) => loop.start()));
     } catch (error) {
       signal?.removeEventListener("abort", detach);
       detach();
+      if (this.#closed) {
+        throw new EventBusClosedError(undefined, { cause: error });
+      }
+      if (signal?.aborted) return;
       throw error;
     }
-    if (this.#closed) detach();
+    if (this.#closed) {
+      detach();
+      throw new EventBusClosedError();
+    }
   }
 
   /**
-   * Stops fetching, lets running tries finish until `timeout`, then aborts
-   * their signals and hands their events back to the broker, which
-   * redelivers them about 2 s later (not after the ack wait). Waits (within the same timeout) for publishes in flight.
-   * Drains the connection when the backend owns it. Closing twice returns
-   * the same report.
+   * Stops pulling, lets running tries finish until `timeout`, then aborts
+   * their signals and hands their events back to the broker. Events pulled
+   * but not started go back as soon as the last pull request ended (within
+   * about 1 s) and do not count as tries; at the timeout, within about 1.5 s.
+   * Waits (within the same timeout) for publishes in flight. Drains the
+   * connection when the backend owns it. Closing twice returns the same
+   * report.
    *
    * @param options Deadline (default 30 000 ms) and signal.
    * @returns Deliveries completed here; `abandoned` is always empty, since
@@ -350,253 +400,62 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
     this.#closed = true;
     const loops = [...this.#loops];
     for (const loop of loops) loop.stop();
-    const work = Promise.all([
-      ...loops.map((loop) => loop.whenIdle()),
-      ...[...this.#publishing].map((p) => p.catch(() => {})),
-    ]);
-    await waitAtMost(work, timeout, signal);
-    for (const loop of loops) loop.release();
-    this.#abort.abort(
+    const grace = deadline(timeout, signal);
+    await untilDeadline(
+      Promise.all([
+        ...loops.map((loop) => loop.whenIdle()),
+        ...[...this.#publishing].map((p) => p.catch(() => {})),
+      ]),
+      grace,
+    );
+    grace[Symbol.dispose]();
+    // Hand back what is left (counting the hand-backs) before the
+    // connection drains.
+    await withTimeout(
+      Promise.all(loops.map((loop) => loop.release())),
+      FLUSH_TIMEOUT,
+    ).catch(() => {});
+    this.#link.close(
       new BackendError(
         BACKEND,
         "Cannot publish: the backend closed before NATS acknowledged the event, it may or may not be stored; emit it again with the same id",
       ),
     );
-    for (const interrupt of [...this.#interrupts]) {
-      interrupt(this.#abort.signal.reason);
-    }
-    stopIterator(this.#status);
-    this.#onReconnect();
-    if (!this.#nc.isClosed()) {
-      try {
-        if (this.#owned && this.#disconnected) {
-          // Nothing can be flushed; the broker redelivers what was unacked.
-          await this.#nc.close();
-        } else if (this.#owned) {
-          const drained = await waitAtMost(
-            this.#nc.drain().then(() => true),
-            FLUSH_TIMEOUT,
-          );
-          if (drained !== true) await this.#nc.close();
-        } else if (!this.#disconnected) {
-          await waitAtMost(this.#nc.flush(), FLUSH_TIMEOUT);
-        }
-      } catch {
-        // already closed or draining
+    await this.#closeConnection();
+    let completed = this.#completed;
+    for (const loop of this.#loops) completed += loop.completed;
+    return { completed, abandoned: [] };
+  }
+
+  /** Drains an owned connection, flushes a given one; never throws. */
+  async #closeConnection(): Promise<void> {
+    const { nc, disconnected } = this.#link;
+    if (nc.isClosed()) return;
+    try {
+      if (this.#owned && disconnected) {
+        // Nothing can be flushed; the broker redelivers what was unacked.
+        await nc.close();
+      } else if (this.#owned) {
+        const drain = deadline(FLUSH_TIMEOUT);
+        const drained = await untilDeadline(nc.drain(), drain);
+        drain[Symbol.dispose]();
+        if (!drained) await nc.close();
+      } else if (!disconnected) {
+        await withTimeout(nc.flush(), FLUSH_TIMEOUT).catch(() => {});
       }
+    } catch {
+      // already closed or draining
     }
-    return { completed: this.#completed, abandoned: [] };
   }
 
   async #publish(event: Event, signal: AbortSignal | undefined): Promise<void> {
     signal?.throwIfAborted();
     const body = encodeEvent(event);
-    const subject = `${this.#options.subjectPrefix}.${event.type}`;
-    const headers = publishHeaders(event);
-    const deadline = Date.now() + this.#options.publishTimeout;
-    const stop = signal === undefined
-      ? this.#abort.signal
-      : AbortSignal.any([signal, this.#abort.signal]);
-    await this.#retry(
-      () =>
-        this.#streamsReady
-          ? this.#send(subject, body, headers)
-          : this.#ensureStreams().then(() =>
-            this.#send(subject, body, headers)
-          ),
-      `publish "${event.type}" (id "${event.id}")`,
-      deadline,
-      stop,
-    );
-  }
-
-  /** Publishes with headers that already hold the `Nats-Msg-Id`. */
-  async #send(
-    subject: string,
-    body: string | Uint8Array,
-    headers: MsgHdrs,
-  ): Promise<PubAck> {
-    try {
-      return await this.#js.publish(subject, body, {
-        headers,
-        timeout: REQUEST_TIMEOUT,
-      });
-    } catch (error) {
-      // No stream takes the subject: it may have been deleted, or JetStream
-      // restarted without it. Set the streams up again on the next try.
-      if (isNoResponders(error)) {
-        this.#streams = undefined;
-        this.#streamsReady = false;
-      }
-      throw error;
-    }
-  }
-
-  async #deadLetter(msg: JsMsg, letter: DeadLetter): Promise<void> {
-    const { subjectPrefix, deadLetterStream, publishTimeout } = this.#options;
-    const type = msg.subject.startsWith(`${subjectPrefix}.`)
-      ? msg.subject.slice(subjectPrefix.length + 1)
-      : "_unknown";
-    const headers = createHeaders();
-    for (const [key, values] of msg.headers ?? []) {
-      if (key.startsWith("Nats-")) continue;
-      for (const value of values) headers.append(key, value);
-    }
-    headers.set("EventBus-Reason", letter.reason);
-    headers.set("EventBus-Error", headerValue(describeError(letter.error)));
-    headers.set("EventBus-Attempts", String(letter.attempts));
-    headers.set("EventBus-Handler", headerValue(letter.handler));
-    headers.set("EventBus-Original-Stream", msg.info.stream);
-    headers.set("EventBus-Original-Subject", msg.subject);
-    headers.set("EventBus-Original-Sequence", String(msg.seq));
-    const subject = `${deadLetterStream}.${letter.durable}.${type}`;
-    headers.set(MSG_ID, `${msg.info.stream}:${msg.seq}:${letter.durable}`);
-    await this.#retry(
-      () => this.#send(subject, msg.data, headers),
-      `dead-letter message ${msg.seq} of "${msg.subject}"`,
-      Date.now() + publishTimeout,
-    );
-  }
-
-  #ensureStreams(): Promise<void> {
-    if (this.#streams === undefined) {
-      const pending = this.#jsm.then((jsm) =>
-        ensureStreams(jsm, this.#options)
-      );
-      this.#streams = pending;
-      pending.then(() => {
-        if (this.#streams === pending) this.#streamsReady = true;
-      }, () => {
-        if (this.#streams === pending) this.#streams = undefined;
-      });
-    }
-    return this.#streams;
-  }
-
-  /**
-   * Runs `attempt` until it succeeds, a non-transient error, `deadline`, or
-   * `signal`. While disconnected it waits for the reconnect instead of
-   * sending; a reconnect during a try starts the next try at once.
-   */
-  async #retry<T>(
-    attempt: () => Promise<T>,
-    what: string,
-    deadline: number,
-    signal: AbortSignal = this.#abort.signal,
-  ): Promise<T> {
-    let lastError: unknown = undefined;
-    for (let tries = 0;; tries++) {
-      signal.throwIfAborted();
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) {
-        throw new BackendError(
-          BACKEND,
-          `Cannot ${what}: NATS did not answer within publishTimeout (${this.#options.publishTimeout} ms)${
-            lastError === undefined
-              ? ""
-              : `, last error: ${describeError(lastError)}`
-          }; check that nats-server runs with JetStream (-js) and is reachable`,
-          { cause: lastError },
-        );
-      }
-      if (this.#nc.isClosed()) {
-        throw new BackendError(
-          BACKEND,
-          `Cannot ${what}: the NATS connection is closed, open a new connection and backend`,
-          { cause: lastError },
-        );
-      }
-      if (this.#disconnected) {
-        await waitAtMost(this.#reconnected, remaining, signal);
-        continue;
-      }
-      try {
-        return await this.#interruptible(attempt(), signal);
-      } catch (error) {
-        if (signal.aborted) throw signal.reason;
-        if (error instanceof BackendError) throw error;
-        if (isClosedConnection(error)) {
-          lastError = error;
-          continue; // reported above on the next round
-        }
-        if (!isTransient(error)) {
-          throw new BackendError(
-            BACKEND,
-            `Cannot ${what}: ${
-              describeError(error)
-            }, check the stream's limits and the server's log`,
-            { cause: error },
-          );
-        }
-        lastError = error;
-        if (!(error instanceof Interrupted)) {
-          await pause(
-            Math.min(25 * 2 ** tries, 1_000, Math.max(0, remaining)),
-            signal,
-          ).catch(() => {});
-        }
-      }
-    }
-  }
-
-  /**
-   * Settles as `request`, unless the connection is re-established first (the
-   * reply may be lost: reject with Interrupted) or the signal aborts. One
-   * entry in `#interrupts` serves both the reconnect and close(), which
-   * aborts the backend's own signal; only a caller's signal gets a listener.
-   */
-  #interruptible<T>(request: Promise<T>, signal: AbortSignal): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const interrupt = (error: unknown): void => {
-        done();
-        reject(error);
-      };
-      const onAbort = signal === this.#abort.signal
-        ? undefined
-        : (): void => interrupt(signal.reason);
-      const done = (): void => {
-        this.#interrupts.delete(interrupt);
-        if (onAbort !== undefined) {
-          signal.removeEventListener("abort", onAbort);
-        }
-      };
-      this.#interrupts.add(interrupt);
-      if (onAbort !== undefined) {
-        signal.addEventListener("abort", onAbort, { once: true });
-      }
-      // A lost race settles nothing: the promise is already settled.
-      request.then((value) => {
-        done();
-        resolve(value);
-      }, interrupt);
+    const subject = `${this.#link.options.subjectPrefix}.${event.type}`;
+    await this.#link.publish(subject, body, publishHeaders(event), {
+      what: `publish "${event.type}" (id "${event.id}")`,
+      signal,
     });
-  }
-
-  #renewReconnect(): void {
-    // Not Promise.withResolvers: Node 20 lacks it.
-    this.#reconnected = new Promise<void>((resolve) => {
-      this.#onReconnect = resolve;
-    });
-  }
-
-  #watch(): void {
-    (async () => {
-      for await (const status of this.#status) {
-        if (status.type === "disconnect") {
-          this.#disconnected = true;
-        } else if (status.type === "reconnect") {
-          this.#disconnected = false;
-          const resolve = this.#onReconnect;
-          this.#renewReconnect();
-          resolve();
-          for (const interrupt of [...this.#interrupts]) {
-            interrupt(new Interrupted());
-          }
-        } else if (status.type === "close") {
-          this.#onReconnect();
-        }
-      }
-    })().catch(() => {});
   }
 }
 
@@ -635,37 +494,4 @@ function publishHeaders(event: Event): MsgHdrs {
 /** Whether a header value goes on the wire as it is: one line, no edge spaces. */
 function plain(value: string): boolean {
   return typeof value === "string" && !NOT_PLAIN.test(value);
-}
-
-/** Resolves with the promise's value, or undefined after `ms` or on abort. */
-async function waitAtMost<T>(
-  promise: Promise<T>,
-  ms: number,
-  signal?: AbortSignal,
-): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onAbort: (() => void) | undefined;
-  const stop = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-    if (signal !== undefined) {
-      onAbort = () => resolve(undefined);
-      if (signal.aborted) onAbort();
-      else signal.addEventListener("abort", onAbort, { once: true });
-    }
-  });
-  try {
-    return await Promise.race([promise, stop]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
-  }
-}
-
-function stopIterator(iterable: AsyncIterable<unknown>): void {
-  const stoppable = iterable as { stop?: () => void };
-  try {
-    stoppable.stop?.();
-  } catch {
-    // already stopped
-  }
 }

@@ -6,12 +6,17 @@
  *
  * A producer and a worker are the same bus with a {@linkcode JetStreamBackend};
  * the worker subscribes with a stable handler `name` and calls `listen()`.
- * Workers sharing a name share the events; each name gets every event.
+ * Workers sharing a name share the events; each name gets every event. An
+ * accepted event (`emit` resolved) is kept in the stream for `maxAge` (7
+ * days by default), so a handler name whose first worker starts after the
+ * emit still gets it: start producers and workers in any order. A new
+ * handler name starts at the oldest event kept, or where the `startAt`
+ * option says.
  *
  * @example Producer and worker
  * ```ts ignore
  * import { EventBus } from "@eventbus/core";
- * import { JetStreamBackend } from "@eventbus/core/nats";
+ * import { JetStreamBackend } from "@eventbus/nats";
  *
  * type Events = { "user.signup": { email: string } };
  * const bus = new EventBus<Events>({
@@ -34,4 +39,4 @@
  */
 
 export { JetStreamBackend } from "./backend.ts";
-export type { JetStreamBackendOptions } from "./options.ts";
+export type { JetStreamBackendOptions, StartAt } from "./options.ts";

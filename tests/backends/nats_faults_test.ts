@@ -5,38 +5,37 @@
 // leader in a three-node JetStream cluster. Duplicates are reported (at
 // least once allows them); losses fail.
 
-import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createInterface } from "node:readline";
-import { BackendError, EventBus, type EventBusOptions } from "../../mod.ts";
 import {
-  JetStreamBackend,
-  type JetStreamBackendOptions,
-} from "../../backends/nats/mod.ts";
-import { brokerMissing } from "../_brokers.ts";
+  BackendError,
+  type Event,
+  EventBus,
+  type EventBusOptions,
+} from "../../mod.ts";
+import { JetStreamBackend, type JetStreamBackendOptions } from "@eventbus/nats";
+import { brokerMissing } from "../fixtures/_brokers.ts";
 import {
   freePort,
   NatsCluster,
   NatsServer,
   natsServerBinary,
-} from "../_nats_server.ts";
+} from "../fixtures/_nats_server.ts";
 import {
-  Counter,
   Deliveries,
   MemoryLogger,
   tally,
   withDeadline,
   work,
-} from "../_util.ts";
-import { Admin, scriptCommand, uniqueNames } from "./_nats.ts";
+} from "../fixtures/_util.ts";
+import { Admin, Child, uniqueNames } from "../fixtures/_nats.ts";
 
 type Events = { "job.run": { n: number } };
 
 const TIMEOUT = 60_000;
 const WORKER_SCRIPT = fileURLToPath(
-  new URL("./_nats_worker.ts", import.meta.url),
+  new URL("../fixtures/_nats_worker.ts", import.meta.url),
 );
 
 async function bus(
@@ -100,54 +99,6 @@ async function drained(admin: Admin, stream: string, consumer: string) {
   );
 }
 
-/** A child process that prints JSON lines. */
-class Child {
-  readonly process: ChildProcess;
-  readonly lines: Record<string, unknown>[] = [];
-  #listeners: ((line: Record<string, unknown>) => void)[] = [];
-  readonly exited: Promise<void>;
-
-  constructor(args: string[]) {
-    const [command, argv] = scriptCommand(WORKER_SCRIPT, args);
-    this.process = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    this.exited = new Promise((resolve) =>
-      this.process.once("exit", () => resolve())
-    );
-    createInterface({ input: this.process.stdout! }).on("line", (text) => {
-      let line: Record<string, unknown>;
-      try {
-        line = JSON.parse(text);
-      } catch {
-        return;
-      }
-      this.lines.push(line);
-      for (const listener of this.#listeners) listener(line);
-    });
-    this.process.stderr?.resume();
-  }
-
-  /** Resolves once `count` lines passed `test` (counting earlier ones). */
-  waitFor(
-    test: (line: Record<string, unknown>) => boolean,
-    count = 1,
-    what = "lines",
-  ): Promise<void> {
-    const counter = new Counter();
-    counter.add(this.lines.filter(test).length);
-    this.#listeners.push((line) => {
-      if (test(line)) counter.add();
-    });
-    return counter.reach(count, TIMEOUT, what);
-  }
-
-  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
-    if (this.process.exitCode === null && this.process.signalCode === null) {
-      this.process.kill(signal);
-    }
-    await this.exited;
-  }
-}
-
 if (natsServerBinary() === undefined) {
   brokerMissing("JetStreamBackend faults", "nats-server not found");
 } else {
@@ -201,7 +152,7 @@ if (natsServerBinary() === undefined) {
       await using server = await NatsServer.start();
       const names = uniqueNames("wkill");
       const args = [server.url, names.stream, names.subjectPrefix, "2000"];
-      const a = new Child([...args, "hang"]);
+      const a = new Child(WORKER_SCRIPT, [...args, "hang"]);
       let b: Child | undefined;
       try {
         await a.waitFor((l) => l.ready === true, 1, "worker A ready");
@@ -212,7 +163,7 @@ if (natsServerBinary() === undefined) {
         }
         await producer.close();
         await a.waitFor((l) => "start" in l, 5, "worker A started handlers");
-        b = new Child([...args, "ack"]);
+        b = new Child(WORKER_SCRIPT, [...args, "ack"]);
         await b.waitFor((l) => l.ready === true, 1, "worker B ready");
         await a.kill("SIGKILL");
         await b.waitFor((l) => "done" in l, 5, "worker B completions");
@@ -226,6 +177,69 @@ if (natsServerBinary() === undefined) {
         await a.kill("SIGKILL");
         await b?.kill("SIGTERM");
       }
+    });
+
+    it("dead-letters as crashed, in the next worker, an event whose worker is killed (kill -9) during each of its attempts", async () => {
+      await using server = await NatsServer.start();
+      const names = uniqueNames("crash");
+      await using admin = await Admin.open(server.url);
+      const attempts = 3;
+      const args = [server.url, names.stream, names.subjectPrefix, "1000"];
+      const producer = await bus(server.url, names);
+      let poison: Event | undefined;
+      const tries: number[] = [];
+      for (let k = 1; k <= attempts; k++) {
+        const child = new Child(WORKER_SCRIPT, [
+          ...args,
+          "hang",
+          String(attempts),
+        ]);
+        try {
+          if (poison === undefined) {
+            await child.waitFor((l) => l.ready === true, 1, "first worker");
+            poison = await producer.emit("job.run", { n: 0 });
+          }
+          const id = poison.id;
+          await child.waitFor((l) => l.start === id, 1, `try ${k}`);
+          for (const line of child.lines) {
+            if (line.start === id) tries.push(line.attempt as number);
+          }
+        } finally {
+          await child.kill("SIGKILL");
+        }
+      }
+      assert.ok(poison !== undefined);
+      const last = new Child(WORKER_SCRIPT, [...args, "ack", String(attempts)]);
+      try {
+        await last.waitFor((l) => l.dead === poison.id, 1, "dead letter");
+        // A healthy event after it flows; by then a second report would show.
+        const healthy = await producer.emit("job.run", { n: 1 });
+        await last.waitFor((l) => l.done === healthy.id, 1, "healthy event");
+      } finally {
+        await last.kill("SIGTERM");
+      }
+      await producer.close();
+      const dead = last.lines.filter((l) => "dead" in l);
+      const dlq = `${names.stream}_DLQ`;
+      const letters = await admin.jsm.streams.info(dlq);
+      const letter = await admin.jsm.streams.getMessage(dlq, {
+        seq: letters.state.first_seq,
+      });
+      assert.deepEqual(tries, [1, 2, 3], "the handler ran exactly 3 times");
+      assert.equal(
+        last.lines.filter((l) => l.start === poison.id).length,
+        0,
+        "not run a fourth time",
+      );
+      assert.deepEqual(dead, [{
+        dead: poison.id,
+        reason: "crashed",
+        attempts: 3,
+      }]);
+      assert.equal(letters.state.messages, 1, "one dead-letter copy");
+      assert.equal(letter?.header.get("EventBus-Reason"), "crashed");
+      assert.equal(letter?.header.get("EventBus-Attempts"), "3");
+      assert.equal(letter?.header.get("ce-id"), poison.id);
     });
 
     it("fails fast with BackendError when no broker runs at startup", async () => {

@@ -1,27 +1,38 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 // JetStreamBackend behaviour against real nats-servers: the shared one on
 // 127.0.0.1:4222 (unique streams per test, deleted after) and, where a test
-// stops the broker, a private one from tests/_nats_server.ts.
+// stops the broker, a private one from tests/fixtures/_nats_server.ts.
 
-import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import process from "node:process";
 import {
   BackendError,
+  createEvent,
   DeadLetterError,
+  encodeEvent,
   EventBus,
+  EventBusClosedError,
   type EventBusOptions,
+  QueueFullError,
 } from "../../mod.ts";
+import { JetStreamBackend, type JetStreamBackendOptions } from "@eventbus/nats";
+import { brokerMissing, reachable } from "../fixtures/_brokers.ts";
+import { NatsServer, natsServerBinary } from "../fixtures/_nats_server.ts";
 import {
-  JetStreamBackend,
-  type JetStreamBackendOptions,
-} from "../../backends/nats/mod.ts";
-import { brokerMissing, reachable } from "../_brokers.ts";
-import { NatsServer, natsServerBinary } from "../_nats_server.ts";
-import { Counter, MemoryLogger, tally, withDeadline, work } from "../_util.ts";
-import { Admin, SHARED_NATS, uniqueNames } from "./_nats.ts";
+  Counter,
+  MemoryLogger,
+  scriptCommand,
+  tally,
+  withDeadline,
+  work,
+} from "../fixtures/_util.ts";
+import { Admin, SHARED_NATS, uniqueNames } from "../fixtures/_nats.ts";
 
 type Events = {
   "order.placed": { n: number };
@@ -60,7 +71,7 @@ if (!await reachable("127.0.0.1", 4222)) {
       const { config } = await admin.jsm.streams.info(names.stream);
       assert.deepEqual(config.subjects, [`${names.subjectPrefix}.>`]);
       assert.equal(config.storage, "file");
-      assert.equal(config.retention, "interest");
+      assert.equal(config.retention, "limits");
       assert.equal(config.discard, "new");
       assert.equal(config.duplicate_window, nanos(60_000));
       const dlq = await admin.jsm.streams.info(`${names.stream}_DLQ`);
@@ -174,13 +185,6 @@ if (!await reachable("127.0.0.1", 4222)) {
       const names = uniqueNames("wire");
       await using admin = await Admin.open(SHARED_NATS, names.stream);
       const producer = await bus(names);
-      await producer.emit("order.other", { n: 0 }); // creates the stream
-      // An interest stream keeps messages only for consumers: add one.
-      await admin.jsm.consumers.add(names.stream, {
-        durable_name: "inspect",
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.New,
-      });
       const event = await producer.emit("order.placed", { n: 1 }, {
         metadata: { traceparent: "00-a-b-01" },
       });
@@ -331,7 +335,7 @@ if (!await reachable("127.0.0.1", 4222)) {
       assert.ok(letter !== null);
       assert.ok(letter.subject.startsWith(`${dlq}.charge_card_`));
       assert.ok(letter.subject.endsWith(".order.placed"));
-      assert.equal(letter.header.get("EventBus-Reason"), "handler-failed");
+      assert.equal(letter.header.get("EventBus-Reason"), "failed");
       assert.equal(letter.header.get("EventBus-Attempts"), "2");
       assert.equal(letter.header.get("EventBus-Handler"), "charge card");
       assert.equal(
@@ -521,7 +525,426 @@ if (!await reachable("127.0.0.1", 4222)) {
     });
   });
 
+  describe("JetStreamBackend handler names started after the emit", () => {
+    it("the README flow: examples/nats_worker.ts started after examples/nats_producer.ts handles every order", async () => {
+      const names = uniqueNames("readme");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const env = {
+        ...process.env,
+        NATS_URL: SHARED_NATS,
+        NATS_STREAM: names.stream,
+        NATS_PREFIX: names.subjectPrefix,
+      };
+      const example = (file: string) =>
+        fileURLToPath(new URL(`../../examples/${file}`, import.meta.url));
+      const [command, producerArgs] = scriptCommand(
+        example("nats_producer.ts"),
+        ["5"],
+      );
+      const producer = spawn(command, producerArgs, {
+        env,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const emitted: number[] = [];
+      createInterface({ input: producer.stdout! }).on("line", (line) => {
+        const match = /^producer: emitted order (\d+)/.exec(line);
+        if (match !== null) emitted.push(Number(match[1]));
+      });
+      const code = await withDeadline(
+        new Promise<number | null>((resolve) =>
+          producer.once("exit", (code) => resolve(code))
+        ),
+        TIMEOUT,
+        () => "the producer did not exit",
+      );
+      assert.equal(code, 0);
+      assert.deepEqual(emitted, [1, 2, 3, 4, 5]);
+      const [_, workerArgs] = scriptCommand(example("nats_worker.ts"), [
+        "late-worker",
+      ]);
+      const worker = spawn(command, workerArgs, {
+        env,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const exited = new Promise<void>((resolve) =>
+        worker.once("exit", () => resolve())
+      );
+      const handled = new Set<number>();
+      const count = new Counter();
+      createInterface({ input: worker.stdout! }).on("line", (line) => {
+        const match = /^late-worker: handled order (\d+)/.exec(line);
+        if (match === null) return;
+        handled.add(Number(match[1]));
+        count.add();
+      });
+      try {
+        await count.reach(5, TIMEOUT, "orders handled by the worker");
+      } finally {
+        worker.kill("SIGTERM");
+        await exited;
+      }
+      assert.deepEqual([...handled].sort(), [1, 2, 3, 4, 5]);
+    });
+
+    it("delivers to a new handler name the events emitted before its first worker, and warns how many", async () => {
+      const names = uniqueNames("late");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      const ids: string[] = [];
+      for (let n = 0; n < 5; n++) {
+        ids.push((await producer.emit("order.placed", { n })).id);
+      }
+      const logger = new MemoryLogger();
+      const worker = await bus(names, { logger });
+      const seen: string[] = [];
+      const count = new Counter();
+      worker.subscribe("order.placed", (event) => {
+        seen.push(event.id);
+        count.add();
+      }, { async: true, name: "late-audit" });
+      await worker.listen();
+      await count.reach(5, TIMEOUT, "deliveries to the first worker");
+      await closeAll(producer, worker);
+      assert.deepEqual([...seen].sort(), [...ids].sort());
+      const warnings = logger.lines.filter((l) => l.level === "warn");
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]!.message, /late-audit/);
+      assert.match(warnings[0]!.message, /5 events emitted before/);
+      assert.match(warnings[0]!.message, /startAt/);
+    });
+
+    it('startAt "now" starts a new handler name at later events, says so at info, and never moves an existing name', async () => {
+      const names = uniqueNames("startnow");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      await producer.emit("order.placed", { n: 1 });
+      const logger = new MemoryLogger();
+      const worker = await bus({ ...names, startAt: "now" }, { logger });
+      const seen: number[] = [];
+      const count = new Counter();
+      worker.subscribe("order.placed", (event) => {
+        seen.push(event.data.n);
+        count.add();
+      }, { async: true, name: "from-now" });
+      await worker.listen();
+      await producer.emit("order.placed", { n: 2 });
+      await count.reach(1, TIMEOUT, "deliveries");
+      await worker.close();
+      // The name exists now: a restart resumes it, even with the default.
+      await producer.emit("order.placed", { n: 3 });
+      const again = await bus(names);
+      again.subscribe("order.placed", (event) => {
+        seen.push(event.data.n);
+        count.add();
+      }, { async: true, name: "from-now" });
+      await again.listen();
+      await count.reach(2, TIMEOUT, "deliveries after the restart");
+      await closeAll(producer, again);
+      assert.deepEqual(seen, [2, 3]);
+      assert.equal(logger.lines.filter((l) => l.level === "warn").length, 0);
+      assert.ok(
+        logger.lines.some((l) =>
+          l.level === "info" && l.message.includes("from-now") &&
+          l.message.includes("earlier ones are skipped")
+        ),
+        JSON.stringify(logger.lines),
+      );
+    });
+
+    it("startAt a Date starts a new handler name at the events stored since then", async () => {
+      const names = uniqueNames("startdate");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus(names);
+      await producer.emit("order.placed", { n: 1 });
+      await work(50);
+      const since = new Date();
+      await work(50);
+      await producer.emit("order.placed", { n: 2 });
+      const worker = await bus({ ...names, startAt: since });
+      const seen: number[] = [];
+      const count = new Counter();
+      worker.subscribe("order.placed", (event) => {
+        seen.push(event.data.n);
+        count.add();
+      }, { async: true, name: "since" });
+      await worker.listen();
+      await producer.emit("order.placed", { n: 3 });
+      await count.reach(2, TIMEOUT, "deliveries");
+      await closeAll(producer, worker);
+      assert.deepEqual(seen, [2, 3]);
+    });
+
+    it('rejects a startAt that is not "oldest", "now" or a valid Date with RangeError', async () => {
+      for (
+        const startAt of ["first", new Date(Number.NaN), 0] as unknown[]
+      ) {
+        await assert.rejects(
+          JetStreamBackend.connect({ servers: SHARED_NATS }, {
+            startAt: startAt as "now",
+          }),
+          RangeError,
+        );
+      }
+    });
+
+    it("rejects with BackendError saying what to do when the stream exists with interest retention", async () => {
+      const names = uniqueNames("interest");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      await admin.jsm.streams.add({
+        name: names.stream,
+        subjects: [`${names.subjectPrefix}.>`],
+        retention: "interest",
+      });
+      const producer = await bus(names);
+      await assert.rejects(
+        producer.emit("order.placed", { n: 1 }),
+        (error: unknown) =>
+          error instanceof BackendError &&
+          error.message.includes(`Cannot use stream "${names.stream}"`) &&
+          error.message.includes('retention "interest"') &&
+          error.message.includes("cannot change retention in place") &&
+          error.message.includes(`nats stream rm ${names.stream}`),
+      );
+      const worker = await bus(names);
+      worker.subscribe("order.placed", () => {}, { async: true, name: "w" });
+      await assert.rejects(worker.listen(), BackendError);
+      await closeAll(producer, worker);
+    });
+  });
+
+  describe("JetStreamBackend stream limits", () => {
+    for (
+      const [limit, options, text, size] of [
+        ["maxMessages", { maxMessages: 3 }, "maximum messages exceeded", 3],
+        ["maxBytes", { maxBytes: 3 * 700 }, "maximum bytes exceeded", 2100],
+      ] as const
+    ) {
+      it(`rejects emit at once with QueueFullError naming the stream and ${limit} when the stream is full, dropping nothing`, async () => {
+        const names = uniqueNames("full");
+        await using admin = await Admin.open(SHARED_NATS, names.stream);
+        const producer = await bus({ ...names, ...options });
+        const stored: string[] = [];
+        for (let n = 0; stored.length < 10; n++) {
+          const started = performance.now();
+          try {
+            stored.push((await producer.emit("order.placed", { n })).id);
+          } catch (error) {
+            const elapsed = performance.now() - started;
+            assert.ok(error instanceof QueueFullError, String(error));
+            assert.equal(error.eventType, "order.placed");
+            assert.equal(error.queueSize, size);
+            assert.ok(
+              error.message.includes(`stream "${names.stream}" is full`),
+              error.message,
+            );
+            assert.ok(error.message.includes(text), error.message);
+            assert.ok(error.message.includes(limit), error.message);
+            assert.ok(elapsed < 5_000, `rejected after ${elapsed} ms`);
+            break;
+          }
+        }
+        const info = await admin.jsm.streams.info(names.stream);
+        await closeAll(producer);
+        assert.ok(stored.length >= 1 && stored.length < 10);
+        assert.equal(info.state.messages, stored.length, "nothing dropped");
+        assert.equal(info.state.first_seq, 1);
+      });
+    }
+  });
+
+  describe("JetStreamBackend attaching consumers", () => {
+    it("consume() resolves once the durable consumer exists with a pull request waiting", async () => {
+      const names = uniqueNames("attach");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const backend = await JetStreamBackend.connect(
+        { servers: SHARED_NATS },
+        names,
+      );
+      await backend.consume(() => Promise.resolve({ status: "completed" }), {
+        consumers: [{ name: "attached", type: "order.placed", attempts: 3 }],
+      });
+      const info = await admin.jsm.consumers.info(names.stream, "attached");
+      await backend.close();
+      assert.equal(info.num_waiting, 1);
+    });
+
+    it("consume() rejects with EventBusClosedError when the backend closes while it attaches", async () => {
+      const names = uniqueNames("attachclose");
+      await using _admin = await Admin.open(SHARED_NATS, names.stream);
+      const backend = await JetStreamBackend.connect(
+        { servers: SHARED_NATS },
+        names,
+      );
+      const attaching = backend.consume(
+        () => Promise.resolve({ status: "completed" }),
+        {
+          consumers: [{ name: "closing", type: "order.placed", attempts: 3 }],
+        },
+      );
+      const rejected = assert.rejects(attaching, EventBusClosedError);
+      await backend.close();
+      await rejected;
+    });
+  });
+
+  describe("JetStreamBackend dead letters that cannot be stored as they are", () => {
+    it("stores a dead letter once its deleted stream is back, logging the wait, without running the handler again", async () => {
+      const names = uniqueNames("dlqgone");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const logger = new MemoryLogger();
+      const reported = new Counter();
+      const producer = await bus(names);
+      const worker = await bus(names, {
+        logger,
+        retry: { attempts: 2, backoff: { initial: 5, max: 20 } },
+        onError: () => reported.add(),
+      });
+      let runs = 0;
+      worker.subscribe("order.placed", () => {
+        runs++;
+        throw new Error("always fails");
+      }, { async: true, name: "gone" });
+      await worker.listen();
+      await producer.emit("order.other", { n: 0 }); // the streams are set up
+      const dlq = `${names.stream}_DLQ`;
+      await admin.jsm.streams.delete(dlq);
+      const event = await producer.emit("order.placed", { n: 1 });
+      await reported.reach(1, TIMEOUT, "dead letters");
+      const letter = await withDeadline(
+        (async () => {
+          while (true) {
+            const info = await admin.jsm.streams.info(dlq).catch(() =>
+              undefined
+            );
+            if (info !== undefined && info.state.messages > 0) {
+              return await admin.jsm.streams.getMessage(dlq, {
+                seq: info.state.first_seq,
+              });
+            }
+            await work(20);
+          }
+        })(),
+        TIMEOUT,
+        () => "no dead letter stored",
+      );
+      await closeAll(producer, worker);
+      assert.equal(runs, 2, "the handler ran its 2 tries only");
+      assert.equal(reported.value, 1);
+      assert.equal(letter?.header.get("ce-id"), event.id);
+      assert.ok(
+        logger.lines.some((l) =>
+          l.level === "warn" &&
+          l.message.startsWith("Cannot store the dead letter")
+        ),
+        JSON.stringify(logger.lines),
+      );
+    });
+
+    it("dead-letters an event too large to copy with its headers as a reference, reporting it once", async () => {
+      const names = uniqueNames("huge");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const maxPayload = admin.nc.info!.max_payload;
+      // A body that fits max_payload with the event's own headers (~270 B)
+      // but not with the dead-letter headers (~490 B).
+      const target = maxPayload - 300;
+      const base = encodeEvent(createEvent("order.placed", { n: 0, s: "" }))
+        .length;
+      const data = { n: 1, s: "x".repeat(target - base) };
+      const dead: DeadLetterError[] = [];
+      const reported = new Counter();
+      const producer = await bus(names);
+      const worker = await bus(names, {
+        retry: { attempts: 3, backoff: { initial: 5, max: 20 } },
+        onError: (error) => {
+          if (error instanceof DeadLetterError) dead.push(error);
+          reported.add();
+        },
+      });
+      let runs = 0;
+      worker.subscribe("order.placed", () => {
+        runs++;
+        throw new Error("always fails");
+      }, { async: true, name: "huge" });
+      await worker.listen();
+      // deno-lint-ignore no-explicit-any
+      const event = await producer.emit("order.placed", data as any);
+      await reported.reach(1, TIMEOUT, "dead letters");
+      const dlq = `${names.stream}_DLQ`;
+      const letter = await withDeadline(
+        (async () => {
+          while (true) {
+            const info = await admin.jsm.streams.info(dlq);
+            if (info.state.messages > 0) {
+              return await admin.jsm.streams.getMessage(dlq, {
+                seq: info.state.first_seq,
+              });
+            }
+            await work(20);
+          }
+        })(),
+        TIMEOUT,
+        () => "no dead letter stored",
+      );
+      // Give a wrong second try or report the time to show itself.
+      await producer.emit("order.placed", { n: 2 });
+      await reported.reach(2, TIMEOUT, "the second event's dead letter");
+      await closeAll(producer, worker);
+      assert.equal(
+        encodeEvent(event).length,
+        target,
+        "the event is 300 B under max_payload",
+      );
+      assert.equal(runs, 6, "3 tries for each of the two events");
+      assert.equal(dead.length, 2);
+      assert.equal(dead[0]!.event.id, event.id);
+      assert.equal(dead[0]!.reason, "failed");
+      assert.ok(letter !== null);
+      assert.equal(letter.header.get("EventBus-Body"), "reference");
+      assert.equal(letter.header.get("EventBus-Reason"), "failed");
+      assert.equal(letter.header.get("EventBus-Original-Stream"), names.stream);
+      assert.equal(letter.header.get("ce-id"), event.id);
+      assert.equal(letter.data.length, 0);
+      const seq = Number(letter.header.get("EventBus-Original-Sequence"));
+      const original = await admin.jsm.streams.getMessage(names.stream, {
+        seq,
+      });
+      assert.equal(original?.json<{ id: string }>().id, event.id);
+    });
+  });
+
   describe("JetStreamBackend connections", () => {
+    it("rejects a backend option among the connection options of connect() with TypeError naming the second argument", async () => {
+      await assert.rejects(
+        JetStreamBackend.connect(
+          {
+            servers: SHARED_NATS,
+            stream: "ORDERS",
+          } as Parameters<typeof JetStreamBackend.connect>[0],
+        ),
+        (error: unknown) =>
+          error instanceof TypeError && error.message.includes('"stream"') &&
+          error.message.includes("second argument"),
+      );
+    });
+
+    it("rejects a connection option among the backend options with TypeError naming the first argument", async () => {
+      const nc = await connect({ servers: SHARED_NATS });
+      try {
+        assert.throws(
+          () =>
+            new JetStreamBackend(nc, {
+              servers: SHARED_NATS,
+            } as JetStreamBackendOptions),
+          (error: unknown) =>
+            error instanceof TypeError &&
+            error.message.includes('"servers"') &&
+            error.message.includes("first argument"),
+        );
+      } finally {
+        await nc.close();
+      }
+    });
+
     it("leaves a connection it was given open after close()", async () => {
       const names = uniqueNames("given");
       await using _admin = await Admin.open(SHARED_NATS, names.stream);
