@@ -8,12 +8,14 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 import {
+  DeleteMessageCommand,
+  DeleteQueueCommand,
   GetQueueAttributesCommand,
   GetQueueUrlCommand,
+  ListQueuesCommand,
   ListQueueTagsCommand,
   type Message,
   ReceiveMessageCommand,
@@ -21,15 +23,25 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import {
+  BackendError,
   createEvent,
+  DeadLetterError,
   decodeEvent,
+  type Event,
   EventBus,
   EventBusClosedError,
+  UnroutableEventError,
   uuidv7,
 } from "../../mod.ts";
-import { brokerMissing } from "../_brokers.ts";
-import { startSqs, type TestSqs } from "../_sqs.ts";
-import { Counter, MemoryLogger, withDeadline } from "../_util.ts";
+import { brokerMissing } from "../fixtures/_brokers.ts";
+import { SqsBackend } from "@eventbus/sqs";
+import { REGION, startSqs, type TestSqs } from "../fixtures/_sqs.ts";
+import {
+  Counter,
+  MemoryLogger,
+  scriptCommand,
+  withDeadline,
+} from "../fixtures/_util.ts";
 
 const TIMEOUT = 20_000;
 const started = await startSqs();
@@ -90,12 +102,17 @@ async function empty(client: SQSClient, url: string): Promise<boolean> {
   return Messages.length === 0;
 }
 
+/** Every character JSON.stringify leaves raw that SQS refuses, and more. */
+const CONTROLS = Array.from({ length: 32 }, (_, i) => String.fromCharCode(i))
+  .join("") + "\x7f\x85\u2028\u2029";
+const TRICKY = `a😀\uFFFE\uFFFF\uD800z\uDFFF${CONTROLS}é`;
+
 function declareTests(sqs: TestSqs): void {
   describe("SqsBackend (fauxqs emulator)", () => {
     it("SqsBackend.publish() sends the event to every handler queue of its type and none other", async () => {
       const queuePrefix = prefix();
       const client = sqs.client();
-      const worker = sqs.backend({ queuePrefix, waitTimeSeconds: 1 });
+      const worker = await sqs.backend({ queuePrefix, waitTimeSeconds: 1 });
       const never = () => Promise.resolve({ status: "completed" } as const);
       // Attach without a bus, then stop polling, to read the queues raw.
       const detach = new AbortController();
@@ -109,7 +126,7 @@ function declareTests(sqs: TestSqs): void {
       });
       detach.abort();
       await worker.close({ timeout: 2000 });
-      const producer = sqs.backend({ queuePrefix });
+      const producer = await sqs.backend({ queuePrefix });
       const event = createEvent("route.test", { n: 1 }, {
         metadata: { traceparent: "00-a-b-01" },
       });
@@ -131,10 +148,10 @@ function declareTests(sqs: TestSqs): void {
       await sqs.deleteQueues(queuePrefix);
     });
 
-    it("SqsBackend.consume() creates a tagged queue whose redrive policy allows attempts + 1 receives", async () => {
+    it("SqsBackend.consume() creates a tagged queue whose redrive policy allows attempts + 5 receives", async () => {
       const queuePrefix = prefix();
       const client = sqs.client();
-      const backend = sqs.backend({
+      const backend = await sqs.backend({
         queuePrefix,
         visibilityTimeout: 45,
         waitTimeSeconds: 1,
@@ -159,7 +176,7 @@ function declareTests(sqs: TestSqs): void {
       );
       assert.deepEqual(JSON.parse(Attributes!.RedrivePolicy!), {
         deadLetterTargetArn: dlqAttributes!.QueueArn,
-        maxReceiveCount: 5,
+        maxReceiveCount: 9,
       });
       assert.equal(Attributes!.VisibilityTimeout, "45");
       const { Tags } = await client.send(
@@ -175,8 +192,211 @@ function declareTests(sqs: TestSqs): void {
       await sqs.deleteQueues(queuePrefix);
     });
 
+    it("SqsBackend.publish() keeps events for declared handlers whose first worker starts later", async () => {
+      const queuePrefix = prefix();
+      type E = { "declared.test": { n: number } };
+      const producer = new EventBus<E>({
+        backend: await sqs.backend({
+          queuePrefix,
+          handlers: { "declared.test": ["audit", "mail"] },
+        }),
+      });
+      const ids: string[] = [];
+      for (let n = 0; n < 5; n++) {
+        ids.push((await producer.emit("declared.test", { n })).id);
+      }
+      await producer.close();
+      const seen = { audit: [] as string[], mail: [] as string[] };
+      const count = new Counter();
+      const workers = await Promise.all(
+        (["audit", "mail"] as const).map(async (name) => {
+          const bus = new EventBus<E>({
+            backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+            logger: new MemoryLogger(),
+          });
+          bus.subscribe("declared.test", (event) => {
+            seen[name].push(event.id);
+            count.add();
+          }, { async: true, name });
+          return bus;
+        }),
+      );
+      await Promise.all(workers.map((bus) => bus.listen()));
+      await count.reach(10, TIMEOUT, "deliveries");
+      await Promise.all(workers.map((bus) => bus.close({ timeout: 5000 })));
+      assert.deepEqual([...seen.audit].sort(), [...ids].sort());
+      assert.deepEqual([...seen.mail].sort(), [...ids].sort());
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("SqsBackend.publish() creates a declared handler queue again when it was deleted", async () => {
+      const queuePrefix = prefix();
+      const client = sqs.client();
+      const producer = await sqs.backend({
+        queuePrefix,
+        handlers: { "recreate.test": ["keeper"] },
+      });
+      await producer.publish(createEvent("recreate.test", { n: 1 }));
+      const name = producer.queueName("keeper");
+      await client.send(
+        new DeleteQueueCommand({ QueueUrl: await urlOf(client, name) }),
+      );
+      const second = createEvent("recreate.test", { n: 2 });
+      await producer.publish(second);
+      await producer.close();
+      const [message] = await receive(client, await urlOf(client, name), 1);
+      assert.deepEqual(decodeEvent(message!.Body!), second);
+      client.destroy();
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("SqsBackend.publish() rejects with UnroutableEventError when no handler queue of the type exists, and sends nothing", async () => {
+      const queuePrefix = prefix();
+      const client = sqs.client();
+      const producer = new EventBus({
+        backend: await sqs.backend({ queuePrefix }),
+      });
+      await assert.rejects(
+        producer.emit("nobody.test", { n: 1 }),
+        (error: unknown) =>
+          error instanceof UnroutableEventError &&
+          error instanceof BackendError &&
+          error.name === "UnroutableEventError" &&
+          error.backend === "sqs" &&
+          error.eventType === "nobody.test" &&
+          error.searched === `queue prefix "${queuePrefix}"` &&
+          error.message.includes("start a worker") &&
+          error.message.includes("handlers: {"),
+      );
+      await producer.close();
+      const { QueueUrls = [] } = await client.send(
+        new ListQueuesCommand({ QueueNamePrefix: queuePrefix }),
+      );
+      assert.deepEqual(QueueUrls, [], "no queue was created");
+      client.destroy();
+    });
+
+    it("SqsBackend.publish() finds a handler queue created after its last discovery when it knows none for the type", async () => {
+      const queuePrefix = prefix();
+      type E = { "first.test": { n: number }; "known.test": { n: number } };
+      const known = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger: new MemoryLogger(),
+      });
+      known.subscribe("known.test", () => {}, { async: true, name: "known" });
+      await known.listen();
+      // A producer that trusts its list of handler queues for a minute.
+      const producer = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, discoveryInterval: 60_000 }),
+      });
+      await producer.emit("known.test", { n: 0 }); // discovers: no "first.test"
+      const seen: number[] = [];
+      const count = new Counter();
+      const worker = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger: new MemoryLogger(),
+      });
+      worker.subscribe("first.test", (event) => {
+        seen.push(event.data.n);
+        count.add();
+      }, { async: true, name: "first" });
+      await worker.listen();
+      await producer.emit("first.test", { n: 1 });
+      await count.reach(1, TIMEOUT, "deliveries to the new queue");
+      await producer.close();
+      await Promise.all([known.close(), worker.close({ timeout: 5000 })]);
+      assert.deepEqual(seen, [1]);
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("SqsBackend.consume() of a new handler name resolves once publishers with a cached list route to it, and says it gets only later events", async () => {
+      const queuePrefix = prefix();
+      type E = { "added.test": { n: number } };
+      const seen = { old: [] as number[], added: [] as number[] };
+      const count = new Counter();
+      const old = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger: new MemoryLogger(),
+      });
+      old.subscribe("added.test", (event) => {
+        seen.old.push(event.data.n);
+        count.add();
+      }, { async: true, name: "old" });
+      await old.listen();
+      const producer = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix }),
+      });
+      await producer.emit("added.test", { n: 1 }); // caches ["old"]
+      const logger = new MemoryLogger();
+      const added = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger,
+      });
+      added.subscribe("added.test", (event) => {
+        seen.added.push(event.data.n);
+        count.add();
+      }, { async: true, name: "added" });
+      await added.listen();
+      await producer.emit("added.test", { n: 2 });
+      await count.reach(3, TIMEOUT, "deliveries");
+      await producer.close();
+      await Promise.all([old.close(), added.close({ timeout: 5000 })]);
+      assert.deepEqual([...seen.old].sort(), [1, 2]);
+      assert.deepEqual(seen.added, [2], "no replay, nothing missed after");
+      const warning = logger.lines.find((l) =>
+        l.level === "warn" && l.message.includes(`new handler "added"`)
+      );
+      assert.ok(warning, "the new name is told what it gets");
+      assert.match(warning.message, /published from now on/);
+      assert.match(warning.message, new RegExp(`"${queuePrefix}old"`));
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("SqsBackend.consume() rejects with EventBusClosedError when close() is called while it attaches", async () => {
+      const queuePrefix = prefix();
+      const client = sqs.client();
+      const noop = () => Promise.resolve({ status: "completed" } as const);
+      // Closed while it creates the queues.
+      const early = await sqs.backend({ queuePrefix, waitTimeSeconds: 1 });
+      const attaching = early.consume(noop, {
+        consumers: [{ name: "early", type: "attach.test", attempts: 1 }],
+      });
+      await early.close({ timeout: 2000 });
+      await assert.rejects(attaching, EventBusClosedError);
+      // Closed while it waits for publishers to route to its new queue.
+      const late = await sqs.backend({
+        queuePrefix,
+        waitTimeSeconds: 1,
+        discoveryInterval: 60_000,
+      });
+      const waiting = late.consume(noop, {
+        consumers: [{ name: "late", type: "attach.test", attempts: 1 }],
+      });
+      let settled = false;
+      waiting.then(() => settled = true, () => settled = true);
+      const name = late.queueName("late");
+      const deadline = Date.now() + TIMEOUT;
+      for (;;) {
+        const { QueueUrls = [] } = await client.send(
+          new ListQueuesCommand({ QueueNamePrefix: name }),
+        );
+        if (QueueUrls.some((url) => url.endsWith(`/${name}`))) break;
+        assert.ok(Date.now() < deadline, "the queue was created");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(settled, false, "consume() waits for the publishers");
+      await withDeadline(
+        late.close({ timeout: 2000 }),
+        TIMEOUT,
+        () => "close() did not resolve",
+      );
+      await assert.rejects(waiting, EventBusClosedError);
+      client.destroy();
+      await sqs.deleteQueues(queuePrefix);
+    });
+
     it("SqsBackend.publish() rejects with EventBusClosedError after close()", async () => {
-      const backend = sqs.backend({ queuePrefix: prefix() });
+      const backend = await sqs.backend({ queuePrefix: prefix() });
       await backend.close();
       await assert.rejects(
         backend.publish(createEvent("closed.test", {})),
@@ -184,12 +404,60 @@ function declareTests(sqs: TestSqs): void {
       );
     });
 
+    it("SqsBackend.connect() rejects a backend option in the client settings with a TypeError naming the second argument", async () => {
+      const connect = SqsBackend.connect as (
+        // deno-lint-ignore no-explicit-any
+        c: any,
+        // deno-lint-ignore no-explicit-any
+        o?: any,
+      ) => Promise<SqsBackend>;
+      for (const key of ["queuePrefix", "fifo", "waitTimeSeconds"]) {
+        const value = key === "fifo" ? true : key === "queuePrefix" ? "x-" : 1;
+        await assert.rejects(
+          connect({ endpoint: sqs.endpoint, [key]: value }),
+          (error: unknown) =>
+            error instanceof TypeError &&
+            error.message.includes(`"${key}" is a backend option`) &&
+            error.message.includes("second argument"),
+        );
+      }
+      await assert.rejects(
+        connect({ region: REGION }, { endpoint: sqs.endpoint }),
+        (error: unknown) =>
+          error instanceof TypeError &&
+          error.message.includes(`"endpoint" is an SQS client setting`) &&
+          error.message.includes("first argument"),
+      );
+      await assert.rejects(
+        connect({ region: REGION }, { queuePrefx: "x-" }),
+        (error: unknown) =>
+          error instanceof TypeError &&
+          error.message.includes(`unknown option "queuePrefx"`),
+      );
+      for (const handlers of [{ "bad type": ["x"] }, { "a.b": "x" }, []]) {
+        await assert.rejects(
+          connect({ region: REGION }, { handlers }),
+          (error: unknown) =>
+            error instanceof TypeError && error.message.includes("handlers"),
+        );
+      }
+      const client = sqs.client();
+      assert.throws(
+        // deno-lint-ignore no-explicit-any
+        () => new SqsBackend(client, { region: REGION } as any),
+        (error: unknown) =>
+          error instanceof TypeError &&
+          error.message.includes(`"region" is an SQS client setting`),
+      );
+      client.destroy();
+    });
+
     it("a dead-lettered delivery is sent to <queue>-dlq with error, attempts and handler, and deleted", async () => {
       const queuePrefix = prefix();
       const client = sqs.client();
       const dead = new Counter();
       const bus = new EventBus({
-        backend: sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
         logger: new MemoryLogger(),
         retry: { attempts: 2, backoff: { initial: 1 } },
         onError: () => dead.add(),
@@ -211,6 +479,7 @@ function declareTests(sqs: TestSqs): void {
       );
       assert.equal(attributes["eventbus-attempts"]?.StringValue, "2");
       assert.equal(attributes["eventbus-handler"]?.StringValue, "payments");
+      assert.equal(attributes["eventbus-reason"]?.StringValue, "failed");
       assert.equal(attributes.type?.StringValue, "dlq.test");
       const queue = await urlOf(client, `${queuePrefix}payments`);
       assert.ok(await empty(client, queue), "the original was deleted");
@@ -218,10 +487,10 @@ function declareTests(sqs: TestSqs): void {
       await sqs.deleteQueues(queuePrefix);
     });
 
-    it("the redrive policy moves a message that was received attempts + 1 times to the dead-letter queue", async () => {
+    it("the redrive policy moves a message that was received attempts + 5 times to the dead-letter queue", async () => {
       const queuePrefix = prefix();
       const client = sqs.client();
-      const backend = sqs.backend({ queuePrefix, waitTimeSeconds: 1 });
+      const backend = await sqs.backend({ queuePrefix, waitTimeSeconds: 1 });
       const detach = new AbortController();
       await backend.consume(() => Promise.resolve({ status: "completed" }), {
         consumers: [{ name: "poison", type: "poison.test", attempts: 1 }],
@@ -229,20 +498,135 @@ function declareTests(sqs: TestSqs): void {
       });
       detach.abort(); // only the queues: the raw client plays the consumers
       await backend.close({ timeout: 2000 }); // waits for the poll in flight
-      const producer = sqs.backend({ queuePrefix });
+      const producer = await sqs.backend({ queuePrefix });
       await producer.publish(createEvent("poison.test", {}));
       await producer.close();
       const url = await urlOf(client, `${queuePrefix}poison`);
-      // Two consumers that crash (receive, never delete, visibility 0).
-      for (let i = 1; i <= 2; i++) {
+      // Six consumers that crash (receive, never delete, visibility 0): more
+      // than the bus would ever allow, which only a foreign consumer does.
+      for (let i = 1; i <= 6; i++) {
         const [message] = await receive(client, url, 1, 0);
         assert.equal(message!.Attributes?.ApproximateReceiveCount, String(i));
       }
-      assert.ok(await empty(client, url), "the third receive finds nothing");
+      assert.ok(await empty(client, url), "the seventh receive finds nothing");
       const dlq = await urlOf(client, `${queuePrefix}poison-dlq`);
       const [moved] = await receive(client, dlq, 1);
       assert.equal(decodeEvent(moved!.Body!).type, "poison.test");
       client.destroy();
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("a delivery received past its attempts by consumers that crashed is dead-lettered by the bus as crashed, once, without running", async () => {
+      const queuePrefix = prefix();
+      const client = sqs.client();
+      const setup = await sqs.backend({ queuePrefix, waitTimeSeconds: 1 });
+      const detach = new AbortController();
+      await setup.consume(() => Promise.resolve({ status: "completed" }), {
+        consumers: [{ name: "crashing", type: "crash.test", attempts: 2 }],
+        signal: detach.signal,
+      });
+      detach.abort();
+      await setup.close({ timeout: 2000 });
+      const producer = await sqs.backend({ queuePrefix });
+      const poison = createEvent("crash.test", { n: 1 });
+      await producer.publish(poison);
+      const url = await urlOf(client, `${queuePrefix}crashing`);
+      // Two workers that died during their try: received, never deleted.
+      for (let i = 1; i <= 2; i++) {
+        const [message] = await receive(client, url, 1, 0);
+        assert.equal(message!.Attributes?.ApproximateReceiveCount, String(i));
+      }
+      const dead: DeadLetterError[] = [];
+      const reported = new Counter();
+      const healthy = new Counter();
+      let runs = 0;
+      const bus = new EventBus<{ "crash.test": { n: number } }>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger: new MemoryLogger(),
+        retry: { attempts: 2, backoff: { initial: 1 } },
+        onError: (error) => {
+          if (error instanceof DeadLetterError) dead.push(error);
+          reported.add();
+        },
+      });
+      bus.subscribe("crash.test", (event) => {
+        runs++;
+        if (event.data.n === 2) healthy.add();
+      }, { async: true, name: "crashing" });
+      await bus.listen();
+      await reported.reach(1, TIMEOUT, "dead letters");
+      await producer.publish(createEvent("crash.test", { n: 2 }));
+      await producer.close();
+      await healthy.reach(1, TIMEOUT, "the healthy event");
+      await bus.close({ timeout: 5000 });
+      assert.equal(runs, 1, "the poison event never ran a third time");
+      assert.equal(dead.length, 1);
+      assert.equal(dead[0]!.reason, "crashed");
+      assert.equal(dead[0]!.event.id, poison.id);
+      assert.equal(dead[0]!.attempts, 2);
+      const dlq = await urlOf(client, `${queuePrefix}crashing-dlq`);
+      const [copy] = await receive(client, dlq, 1);
+      assert.deepEqual(decodeEvent(copy!.Body!), poison);
+      assert.equal(
+        copy!.MessageAttributes?.["eventbus-reason"]?.StringValue,
+        "crashed",
+      );
+      assert.equal(
+        copy!.MessageAttributes?.["eventbus-attempts"]?.StringValue,
+        "2",
+      );
+      assert.ok(await empty(client, url), "the original was deleted");
+      assert.ok(await empty(client, dlq), "one dead-letter copy");
+      client.destroy();
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("a message the poll in flight returns after close() began is handed back unstarted, and its next try is attempt 1", async () => {
+      const queuePrefix = prefix();
+      type E = { "handback.test": { n: number } };
+      const logger = new MemoryLogger();
+      const first = new Counter();
+      const worker = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 5 }),
+        logger,
+      });
+      worker.subscribe("handback.test", () => first.add(), {
+        async: true,
+        name: "handback",
+      });
+      await worker.listen();
+      const producer = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix }),
+      });
+      // One event handled proves the loop runs; it polls again at once.
+      await producer.emit("handback.test", { n: 0 });
+      await first.reach(1, TIMEOUT, "the first event");
+      const closing = worker.close({ timeout: 10_000 });
+      const sent = await producer.emit("handback.test", { n: 1 });
+      await closing;
+      assert.equal(first.value, 1, "nothing ran after close() began");
+      const attempts: number[] = [];
+      const again = new Counter();
+      const next = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger: new MemoryLogger(),
+      });
+      next.subscribe("handback.test", (event, ctx) => {
+        assert.equal(event.id, sent.id);
+        attempts.push(ctx.attempt);
+        again.add();
+      }, { async: true, name: "handback" });
+      await next.listen();
+      await again.reach(1, TIMEOUT, "the handed-back event");
+      await producer.close();
+      await next.close({ timeout: 5000 });
+      assert.deepEqual(attempts, [1]);
+      assert.ok(
+        logger.lines.some((l) =>
+          l.level === "debug" && l.message.startsWith("Handed back SQS message")
+        ),
+        "the poll in flight returned the event and handed it back",
+      );
       await sqs.deleteQueues(queuePrefix);
     });
 
@@ -251,7 +635,7 @@ function declareTests(sqs: TestSqs): void {
       const tries: { attempt: number; at: number }[] = [];
       const done = new Counter();
       const bus = new EventBus({
-        backend: sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
         logger: new MemoryLogger(),
         retry: { attempts: 2, backoff: { initial: 1000, jitter: false } },
       });
@@ -278,7 +662,7 @@ function declareTests(sqs: TestSqs): void {
       const logger = new MemoryLogger();
       const handled = new Counter();
       const bus = new EventBus({
-        backend: sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
         logger,
       });
       bus.subscribe("junk.test", () => handled.add(), {
@@ -300,11 +684,154 @@ function declareTests(sqs: TestSqs): void {
         message!.MessageAttributes?.["eventbus-error"]?.StringValue ?? "",
         /SerializationError/,
       );
+      assert.equal(
+        message!.MessageAttributes?.["eventbus-reason"]?.StringValue,
+        "invalid-event",
+      );
       assert.ok(
         logger.lines.some((l) =>
           l.level === "error" && l.message.includes("Cannot decode SQS message")
         ),
       );
+      client.destroy();
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("SqsBackend.publish() round-trips every character emit accepts: emoji, U+FFFE, U+FFFF, lone surrogates, control characters", async () => {
+      const queuePrefix = prefix();
+      const client = sqs.client();
+      type E = { "chars.test": Record<string, unknown> };
+      const received: Event[] = [];
+      const done = new Counter();
+      const dead = new Counter();
+      const worker = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+        logger: new MemoryLogger(),
+        retry: { attempts: 1 },
+        onError: () => dead.add(),
+      });
+      worker.subscribe("chars.test", (event) => {
+        received.push(event);
+        done.add();
+        if (event.data.fail === true) throw new Error(`bad ${TRICKY}`);
+      }, { async: true, name: "chars" });
+      await worker.listen();
+      const producer = new EventBus<E>({
+        backend: await sqs.backend({ queuePrefix }),
+      });
+      const sent = [
+        await producer.emit("chars.test", {
+          [TRICKY]: TRICKY,
+          list: [...TRICKY],
+          emoji: "😀👍🏽",
+          nonchars: "\uFFFE\uFFFF",
+          lone: ["\uD800", "\uDBFF", "\uDC00", "\uDFFF", "\uDE00\uD83D"],
+          controls: CONTROLS,
+        }, {
+          id: "id-😀-\uFFFF-\uFFFE",
+          metadata: { traceparent: TRICKY, tracestate: CONTROLS },
+        }),
+        await producer.emit("chars.test", { fail: true, text: TRICKY }),
+      ];
+      await done.reach(2, TIMEOUT, "deliveries");
+      await dead.reach(1, TIMEOUT, "dead letters");
+      await producer.close();
+      await worker.close({ timeout: 5000 });
+      assert.deepEqual(received, sent);
+      // The dead-letter copy keeps the body and escapes the error text.
+      const dlq = await urlOf(client, `${queuePrefix}chars-dlq`);
+      const [copy] = await receive(client, dlq, 1);
+      assert.deepEqual(decodeEvent(copy!.Body!), sent[1]);
+      assert.equal(
+        copy!.MessageAttributes?.["eventbus-error"]?.StringValue,
+        `Error: bad ${TRICKY}`.replace(
+          /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD]/g,
+          (u) => `\\u${u.charCodeAt(0).toString(16).padStart(4, "0")}`,
+        ),
+      );
+      client.destroy();
+      await sqs.deleteQueues(queuePrefix);
+    });
+
+    it("FIFO queues take ids and partition keys SQS would refuse, and still de-duplicate by id", async () => {
+      const queuePrefix = prefix();
+      const client = sqs.client();
+      const worker = await sqs.backend({
+        queuePrefix,
+        fifo: true,
+        waitTimeSeconds: 1,
+      });
+      const detach = new AbortController();
+      await worker.consume(() => Promise.resolve({ status: "completed" }), {
+        consumers: [{ name: "ledger", type: "fifochars.test", attempts: 3 }],
+        signal: detach.signal,
+      });
+      detach.abort(); // only the queue: the raw client reads it
+      await worker.close({ timeout: 2000 });
+      const producer = new EventBus<{ "fifochars.test": { n: number } }>({
+        backend: await sqs.backend({ queuePrefix, fifo: true }),
+      });
+      const longId = `😀${"x".repeat(200)}`;
+      const key = "ключ \uFFFF 😀";
+      const sent: Event[] = [];
+      for (let n = 0; n < 3; n++) {
+        sent.push(
+          await producer.emit("fifochars.test", { n }, {
+            id: `${longId}-${n}`,
+            metadata: { partitionkey: key },
+          }),
+        );
+      }
+      // The first id again: SQS de-duplicates it through its hash.
+      await producer.emit("fifochars.test", { n: 0 }, {
+        id: `${longId}-0`,
+        metadata: { partitionkey: key },
+      });
+      await producer.close();
+      const url = await urlOf(client, worker.queueName("ledger"));
+      // A group yields its next message once the one before is deleted.
+      const Messages: Message[] = [];
+      for (let round = 0; round < 20 && Messages.length < 4; round++) {
+        const answer = await client.send(
+          new ReceiveMessageCommand({
+            QueueUrl: url,
+            MaxNumberOfMessages: 10,
+            WaitTimeSeconds: 1,
+            MessageSystemAttributeNames: [
+              "MessageGroupId",
+              "MessageDeduplicationId",
+            ],
+          }),
+        );
+        if (answer.Messages === undefined && Messages.length >= 3) break;
+        for (const message of answer.Messages ?? []) {
+          Messages.push(message);
+          await client.send(
+            new DeleteMessageCommand({
+              QueueUrl: url,
+              ReceiptHandle: message.ReceiptHandle,
+            }),
+          );
+        }
+      }
+      assert.deepEqual(
+        Messages.map((m) => decodeEvent(m.Body!)),
+        sent,
+        "in order, once each, unchanged",
+      );
+      // What AWS takes: 1 to 128 of a-z, A-Z, 0-9 and ASCII punctuation.
+      const groups = new Set<string>();
+      const ids = new Set<string>();
+      for (const message of Messages) {
+        const group = message.Attributes?.MessageGroupId ?? "";
+        const id = message.Attributes?.MessageDeduplicationId ?? "";
+        assert.match(group, /^[!-~]{1,128}$/);
+        assert.match(id, /^[!-~]{1,128}$/);
+        groups.add(group);
+        ids.add(id);
+      }
+      assert.equal(groups.size, 1, "one partition key, one group");
+      assert.equal(ids.size, 3, "three ids, three de-duplication ids");
       client.destroy();
       await sqs.deleteQueues(queuePrefix);
     });
@@ -315,7 +842,11 @@ function declareTests(sqs: TestSqs): void {
       const seen: string[] = [];
       const done = new Counter();
       const worker = new EventBus<E>({
-        backend: sqs.backend({ queuePrefix, fifo: true, waitTimeSeconds: 1 }),
+        backend: await sqs.backend({
+          queuePrefix,
+          fifo: true,
+          waitTimeSeconds: 1,
+        }),
         logger: new MemoryLogger(),
       });
       worker.subscribe("fifo.test", async (event) => {
@@ -325,7 +856,7 @@ function declareTests(sqs: TestSqs): void {
       }, { async: true, name: "ledger" });
       await worker.listen();
       const producer = new EventBus<E>({
-        backend: sqs.backend({ queuePrefix, fifo: true }),
+        backend: await sqs.backend({ queuePrefix, fifo: true }),
       });
       for (let n = 0; n < 5; n++) {
         for (const key of ["a", "b"]) {
@@ -386,7 +917,7 @@ function declareTests(sqs: TestSqs): void {
       const exited = new Promise<void>((r) => child.once("exit", () => r()));
       try {
         await ready.reach(1, TIMEOUT, `worker ready (stderr: ${stderr})`);
-        const producer = sqs.backend({ queuePrefix });
+        const producer = await sqs.backend({ queuePrefix });
         const ids: string[] = [];
         for (let n = 0; n < 3; n++) {
           const event = createEvent("crash.job", { n });
@@ -402,7 +933,7 @@ function declareTests(sqs: TestSqs): void {
         const again = new Map<string, number>();
         const count = new Counter();
         const successor = new EventBus({
-          backend: sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
+          backend: await sqs.backend({ queuePrefix, waitTimeSeconds: 1 }),
           logger: new MemoryLogger(),
         });
         successor.subscribe("crash.job", (event, ctx) => {
@@ -423,9 +954,9 @@ function declareTests(sqs: TestSqs): void {
 }
 
 function spawnWorker(endpoint: string, queuePrefix: string) {
-  const script = fileURLToPath(new URL("../_sqs_worker.ts", import.meta.url));
-  const args = process.versions.bun !== undefined
-    ? [script, endpoint, queuePrefix]
-    : ["run", "-A", script, endpoint, queuePrefix];
-  return spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const script = fileURLToPath(
+    new URL("../fixtures/_sqs_worker.ts", import.meta.url),
+  );
+  const [command, args] = scriptCommand(script, [endpoint, queuePrefix]);
+  return spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
 }
