@@ -23,6 +23,7 @@ const SCENARIOS = [
   "memory",
   "nats",
   "brokers",
+  "validation",
 ];
 
 const [scenario = "", name = "", json = "{}"] = process.argv.slice(2);

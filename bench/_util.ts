@@ -142,6 +142,99 @@ export function deferred<T = void>(): {
   return { promise, resolve };
 }
 
+/**
+ * End-to-end latency, one event at a time: the handler on the receiving side
+ * calls {@linkcode OneByOne.arrive} with the number of each event it gets;
+ * {@linkcode OneByOne.run} sends an untimed first event (-1), then event
+ * `i` for every `i` below `n`, each once the previous one arrived, and
+ * reports p50/p99/mean of send → arrival in ms. An event out of order, or a
+ * count other than `n + 1` arrivals, throws.
+ */
+export class OneByOne {
+  #arrived = deferred<number>();
+  #count = 0;
+
+  /** Called by the receiving handler for each event it handles. */
+  arrive(i: number): void {
+    this.#count++;
+    this.#arrived.resolve(i);
+  }
+
+  /** Sends the events one at a time and times each until it arrives. */
+  async run(
+    n: number,
+    send: (i: number) => Promise<unknown>,
+  ): Promise<Sample> {
+    await this.#one(-1, send);
+    const latencies = new Float64Array(n);
+    const start = performance.now();
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await this.#one(i, send);
+      latencies[i] = performance.now() - t0;
+    }
+    const ms = performance.now() - start;
+    if (this.#count !== n + 1) {
+      throw new Error(`expected ${n + 1} arrivals, got ${this.#count}`);
+    }
+    return { ms, ops: n, extra: percentiles(latencies) };
+  }
+
+  async #one(i: number, send: (i: number) => Promise<unknown>): Promise<void> {
+    this.#arrived = deferred<number>();
+    await send(i);
+    const got = await this.#arrived.promise;
+    if (got !== i) throw new Error(`expected event ${i}, got ${got}`);
+  }
+}
+
+/** What {@linkcode busEndToEnd} needs of an EventBus. */
+export interface EndToEndBus {
+  subscribe(
+    type: string,
+    handler: (event: { data: { i: number } }) => void,
+    options: { async: true; name: string },
+  ): unknown;
+  listen(): Promise<void>;
+  emit(type: string, data: { i: number }): Promise<unknown>;
+  close(options: { timeout: number }): Promise<unknown>;
+}
+
+/**
+ * End-to-end latency through a broker: `worker` (one async handler)
+ * handles the events `producer` emits, one at a time (`data(i)` is event
+ * i's payload); closes both buses.
+ */
+export async function busEndToEnd(
+  producer: EndToEndBus,
+  worker: EndToEndBus,
+  type: string,
+  n: number,
+  data: (i: number) => { i: number } = (i) => ({ i }),
+): Promise<Sample> {
+  try {
+    const arrivals = new OneByOne();
+    worker.subscribe(type, (event) => {
+      arrivals.arrive(event.data.i);
+    }, { async: true, name: "bench" });
+    await worker.listen();
+    return await arrivals.run(n, (i) => producer.emit(type, data(i)));
+  } finally {
+    await producer.close({ timeout: 1000 });
+    await worker.close({ timeout: 1000 });
+  }
+}
+
+/** p50, p99 and mean of latencies in ms. */
+export function percentiles(latencies: Float64Array): Record<string, number> {
+  const sorted = latencies.slice().sort();
+  return {
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    mean: sorted.reduce((a, b) => a + b, 0) / sorted.length,
+  };
+}
+
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

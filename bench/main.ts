@@ -57,7 +57,8 @@ if (flag("help") !== undefined) {
 const RUNTIME = runtimeName();
 const QUICK = flag("quick") !== undefined;
 const REPS = Number(flag("reps") ?? 5);
-const ONLY = (flag("only") ?? (RUNTIME === "deno" ? "1,2,3,4,5,6" : "1,2,3,4"))
+const ONLY = (flag("only") ??
+  (RUNTIME === "deno" ? "1,2,3,4,5,6,7" : "1,2,3,4,7"))
   .split(",").map((s) => s.trim());
 const OUT = flag("out") ??
   (QUICK
@@ -150,6 +151,8 @@ interface Scenario {
 // ---------------------------------------------------------------- scenarios
 
 const PEERS_1 = ["emittery", "p-queue", "p-limit", "fastq", "floor"];
+/** Scenario 1's bus with otel() (issue #13): no SDK, and a real SDK. */
+const OTEL_1 = ["bus+otel-noop", "bus+otel-sdk"];
 
 const SCENARIOS: Scenario[] = [
   {
@@ -157,20 +160,31 @@ const SCENARIOS: Scenario[] = [
     module: "async_dispatch",
     title: "In-process async dispatch: 1 no-op async handler",
     method:
-      "`await bus.emit()` into the default WorkerPool (10 workers, queue 1 000) vs emittery (`await emit`, one async listener), p-queue (concurrency 10, `await onSizeLessThan(1000)` before each `add`), p-limit(10) and fastq.promise (concurrency 10), each with at most 1 000 calls outstanding, and the floor: a loop awaiting an async no-op.",
+      "`await bus.emit()` into the default WorkerPool (10 workers, queue 1 000) vs emittery (`await emit`, one async listener), p-queue (concurrency 10, `await onSizeLessThan(1000)` before each `add`), p-limit(10) and fastq.promise (concurrency 10), each with at most 1 000 calls outstanding, and the floor: a loop awaiting an async no-op. The bus also runs with `otel({ api })` and no SDK registered (the no-op tracer; target: within 5 %), and with a real SDK (a batch span processor exporting every span to an in-memory exporter, metrics aggregated).",
     runs: () =>
-      ["bus", ...PEERS_1].map((name) => ({
+      ["bus", ...OTEL_1, ...PEERS_1].map((name) => ({
         case: name,
         label: name === "bus"
           ? "@eventbus/core emit → WorkerPool"
+          : name === "bus+otel-noop"
+          ? "@eventbus/core + otel(), no SDK (no-op)"
+          : name === "bus+otel-sdk"
+          ? "@eventbus/core + otel(), SDK, in-memory exporter"
           : name === "floor"
           ? "floor: await async no-op"
           : name,
-        params: {
-          events: q(1_000_000, 200_000),
-          warmupEvents: q(200_000, 50_000),
-          repetitions: REPS,
-        },
+        // The SDK case is some 20 times slower: fewer events, same rate.
+        params: name === "bus+otel-sdk"
+          ? {
+            events: q(100_000, 20_000),
+            warmupEvents: q(20_000, 5_000),
+            repetitions: REPS,
+          }
+          : {
+            events: q(1_000_000, 200_000),
+            warmupEvents: q(200_000, 50_000),
+            repetitions: REPS,
+          },
       })),
     analyse(cases) {
       const bus = rateOf(cases, "bus");
@@ -188,6 +202,19 @@ const SCENARIOS: Scenario[] = [
           target,
         );
       });
+      ratios.push(
+        ratio(
+          "otel-noop/bus",
+          "bus + otel() without SDK ÷ bus (events/s)",
+          rateOf(cases, "bus+otel-noop") / bus,
+          0.95,
+        ),
+        ratio(
+          "otel-sdk/bus",
+          "bus + otel() with SDK, in-memory exporter ÷ bus (events/s)",
+          rateOf(cases, "bus+otel-sdk") / bus,
+        ),
+      );
       const rss = find(cases, "bus")?.peakRssBytes ?? NaN;
       for (const peer of ["emittery", "p-queue", "p-limit", "fastq"]) {
         ratios.push(
@@ -304,8 +331,8 @@ const SCENARIOS: Scenario[] = [
     title: "Memory under backpressure: queue 1 000, slow handler",
     method:
       'Events through 10 workers and a queue of 1 000 whose handler waits for the next macrotask (slower than the emit loop, so the queue stays full): the bus with `overflow: "wait"` vs p-queue (concurrency 10, `onSizeLessThan(1000)`). Peak RSS of each child process, and RSS sampled at every tenth of the last repetition to show it stays flat.',
-    runs: () =>
-      ["bus", "p-queue"].map((name) => ({
+    runs: () => [
+      ...["bus", "p-queue"].map((name) => ({
         case: name,
         label: name === "bus" ? '@eventbus/core overflow "wait"' : name,
         params: {
@@ -314,6 +341,16 @@ const SCENARIOS: Scenario[] = [
           repetitions: REPS,
         },
       })),
+      {
+        case: "bus-failing",
+        label: "@eventbus/core, handler always fails (3 tries, 20 ms apart)",
+        params: {
+          events: q(100_000, 10_000),
+          warmupEvents: q(10_000, 2_000),
+          repetitions: REPS,
+        },
+      },
+    ],
     analyse(cases) {
       const bus = find(cases, "bus");
       const pq = find(cases, "p-queue");
@@ -345,6 +382,14 @@ const SCENARIOS: Scenario[] = [
             10,
             "max",
           ),
+          check(
+            "RSS growth, failing handler",
+            "bus RSS growth from 10 % to 100 % of the run, handler always fails",
+            growth(find(cases, "bus-failing")),
+            "MB",
+            10,
+            "max",
+          ),
         ],
       };
     },
@@ -354,7 +399,7 @@ const SCENARIOS: Scenario[] = [
     module: "nats",
     title: "NATS JetStream on the local server",
     method:
-      "Against nats-server on 127.0.0.1:4222: (a) publish: bus `emit` with 256 emits in flight vs raw `js.publish` with `msgID` and the same window; (b) consume: a bus that `listen()`s (one async handler) draining a pre-filled stream vs a raw `consume()` loop with `ack()`; (c) end-to-end latency, one event at a time, emitted by one bus and handled by another vs raw publish → consume.",
+      "Against nats-server on 127.0.0.1:4222: (a) publish: bus `emit` with 256 emits in flight vs raw `js.publish` with `msgID` and the same window, on a connection with `noAsyncTraces: true` as the bus's; (b) consume: a bus that `listen()`s (one async handler) draining a pre-filled stream vs a raw `consume()` loop with `ack()`; (c) end-to-end latency, one event at a time, emitted by one bus and handled by another vs raw publish → consume. Publish and consume also run with `otel({ api })` and no SDK (target: within 5 %) and with a real SDK and the in-memory exporter.",
     available: () => natsAvailable(),
     runs: () => {
       const events = q(20_000, 5_000);
@@ -370,6 +415,18 @@ const SCENARIOS: Scenario[] = [
             repetitions: REPS,
           },
         },
+        ...(["noop", "sdk"] as const).map((otel) => ({
+          case: `bus-publish+otel-${otel}`,
+          label: `bus emit + otel() ${
+            otel === "noop" ? "without SDK" : "with SDK"
+          } (256 in flight)`,
+          params: {
+            events,
+            window: 256,
+            warmupEvents: 2_000,
+            repetitions: REPS,
+          },
+        })),
         {
           case: "raw-publish",
           label: "raw js.publish (256 in flight)",
@@ -385,6 +442,13 @@ const SCENARIOS: Scenario[] = [
           label: "bus listen → handler → ack",
           params: { events, warmupEvents: 2_000, repetitions: REPS },
         },
+        ...(["noop", "sdk"] as const).map((otel) => ({
+          case: `bus-consume+otel-${otel}`,
+          label: `bus listen → handler → ack + otel() ${
+            otel === "noop" ? "without SDK" : "with SDK"
+          }`,
+          params: { events, warmupEvents: 2_000, repetitions: REPS },
+        })),
         {
           case: "raw-consume",
           label: "raw consume() + ack()",
@@ -403,17 +467,13 @@ const SCENARIOS: Scenario[] = [
       ];
     },
     analyse(cases) {
-      const p50 = (name: string): number => {
-        const x = find(cases, name)?.extra?.p50;
-        return x !== undefined && !Array.isArray(x) ? x.median : NaN;
-      };
       return {
         ratios: [
           ratio(
             "publish",
             "bus emit ÷ raw js.publish (events/s)",
             rateOf(cases, "bus-publish") / rateOf(cases, "raw-publish"),
-            1,
+            1.5, // issue #16
           ),
           ratio(
             "consume",
@@ -421,10 +481,23 @@ const SCENARIOS: Scenario[] = [
             rateOf(cases, "bus-consume") / rateOf(cases, "raw-consume"),
             0.8,
           ),
+          ...(["publish", "consume"] as const).flatMap((op) =>
+            (["noop", "sdk"] as const).map((otel) =>
+              ratio(
+                `${op} otel-${otel}/bus`,
+                `bus ${op} + otel() ${
+                  otel === "noop" ? "without SDK" : "with SDK"
+                } ÷ bus ${op} (events/s)`,
+                rateOf(cases, `bus-${op}+otel-${otel}`) /
+                  rateOf(cases, `bus-${op}`),
+                otel === "noop" ? 0.95 : undefined,
+              )
+            )
+          ),
           ratio(
             "e2e p50",
             "raw p50 ÷ bus p50 (latency)",
-            p50("raw-e2e") / p50("bus-e2e"),
+            p50Of(cases, "raw-e2e") / p50Of(cases, "bus-e2e"),
             1 / 1.2,
           ),
         ],
@@ -437,7 +510,7 @@ const SCENARIOS: Scenario[] = [
     module: "brokers",
     title: "Redis Streams and RabbitMQ backends vs their raw clients",
     method:
-      "Publish with a window of 256 and consume+ack through the bus vs the raw client doing the same work (XADD / XREADGROUP + XACK on Redis; confirmed publish / consume + ack on RabbitMQ).",
+      "Publish with a window of 256 and consume+ack through the bus vs the raw client doing the same work (XADD / XREADGROUP + XACK on Redis; confirmed publish / consume + ack on RabbitMQ), and end-to-end latency, one event at a time, emitted by one bus and handled by another vs raw publish → consume on separate connections (Redis: XADD, and a loop of blocking XREADGROUP that XACKs each entry after handling it; RabbitMQ: confirmed persistent publish, and a consumer with prefetch 256 on the same quorum queue acknowledging each message).",
     available: () => brokersAvailable(),
     runs: () => brokerRuns(),
     analyse(cases) {
@@ -456,6 +529,61 @@ const SCENARIOS: Scenario[] = [
             );
           }
         }
+        // Shown whenever it ran, so a failed case reads as a missed target.
+        if (cases.some((c) => c.case === `${broker}-bus-e2e`)) {
+          const bus = p50Of(cases, `${broker}-bus-e2e`);
+          const raw = p50Of(cases, `${broker}-raw-e2e`);
+          ratios.push(
+            ratio(
+              `${broker} e2e p50`,
+              `${broker}: raw p50 ÷ bus p50 (latency)`,
+              raw / bus,
+              1 / 1.2,
+            ),
+          );
+        }
+      }
+      return { ratios, checks: [] };
+    },
+  },
+  {
+    id: "7",
+    module: "validation",
+    title: "Validation: a small zod or valibot schema per event type",
+    method:
+      "`await bus.emitSync()` with one sync handler and `await bus.emit()` into the WorkerPool with one async handler, on a bus with `schemas` (zod 4 or valibot 1: an object of a string, a non-negative number and an array of strings), vs the same bus without schemas calling the validator by hand before each emit, and vs no validation.",
+    runs: () =>
+      ["sync", "pool"].flatMap((path) =>
+        ["none", "zod", "zod-hand", "valibot", "valibot-hand"].map((v) => ({
+          case: `${path}-${v}`,
+          label: `${path === "sync" ? "emitSync" : "emit → pool"}, ${
+            v === "none"
+              ? "no schema"
+              : v.endsWith("-hand")
+              ? `${v.slice(0, -5)} by hand`
+              : `${v} on the bus`
+          }`,
+          params: {
+            events: q(300_000, 50_000),
+            warmupEvents: q(50_000, 10_000),
+            repetitions: REPS,
+          },
+        }))
+      ),
+    analyse(cases) {
+      const ratios: Ratio[] = [];
+      for (const path of ["sync", "pool"]) {
+        for (const v of ["zod", "valibot"]) {
+          ratios.push(
+            ratio(
+              `${path} ${v} overhead`,
+              `${path}: on the bus ÷ by hand (${v}; ≥ 0.87 = overhead under 15 %)`,
+              rateOf(cases, `${path}-${v}`) /
+                rateOf(cases, `${path}-${v}-hand`),
+              1 / 1.15,
+            ),
+          );
+        }
       }
       return { ratios, checks: [] };
     },
@@ -470,6 +598,12 @@ function find(cases: CaseReport[], name: string): CaseReport | undefined {
 
 function rateOf(cases: CaseReport[], name: string): number {
   return find(cases, name)?.rate?.median ?? NaN;
+}
+
+/** The median over repetitions of a latency case's p50, in ms. */
+function p50Of(cases: CaseReport[], name: string): number {
+  const x = find(cases, name)?.extra?.p50;
+  return x !== undefined && !Array.isArray(x) ? x.median : NaN;
 }
 
 function ratio(
@@ -527,8 +661,8 @@ async function natsAvailable(): Promise<string | undefined> {
 }
 
 const BROKER_BACKENDS = [
-  { broker: "redis", file: "redis.ts", port: 6379 },
-  { broker: "rabbitmq", file: "rabbitmq.ts", port: 5672 },
+  { broker: "redis", file: "redis/mod.ts", port: 6379 },
+  { broker: "rabbitmq", file: "rabbitmq/mod.ts", port: 5672 },
 ];
 
 async function brokersAvailable(): Promise<string | undefined> {
@@ -538,11 +672,12 @@ async function brokersAvailable(): Promise<string | undefined> {
   const ready = [];
   for (const b of BROKER_BACKENDS) {
     if (
-      existsSync(join(ROOT, "backends", b.file)) && await tcpReachable(b.port)
+      existsSync(join(ROOT, "backends", b.file)) &&
+      await tcpReachable(b.port)
     ) ready.push(b.broker);
   }
   if (ready.length === 0) {
-    return "pending: neither backends/redis.ts nor backends/rabbitmq.ts exists with its broker reachable";
+    return "pending: neither backends/redis/mod.ts nor backends/rabbitmq/mod.ts exists with its broker reachable";
   }
   return undefined;
 }
@@ -550,6 +685,7 @@ async function brokersAvailable(): Promise<string | undefined> {
 function brokerRuns(): ReturnType<Scenario["runs"]> {
   const runs: ReturnType<Scenario["runs"]> = [];
   const events = q(10_000, 2_000);
+  const latency = q(2_000, 500);
   for (const b of BROKER_BACKENDS) {
     if (!existsSync(join(ROOT, "backends", b.file))) continue;
     for (const who of ["bus", "raw"]) {
@@ -565,6 +701,17 @@ function brokerRuns(): ReturnType<Scenario["runs"]> {
           },
         });
       }
+    }
+    for (const who of ["bus", "raw"]) {
+      runs.push({
+        case: `${b.broker}-${who}-e2e`,
+        label: `${b.broker}: ${
+          who === "bus"
+            ? "bus emit → other bus handler"
+            : "raw publish → consume"
+        }`,
+        params: { events: latency, warmupEvents: 200, repetitions: REPS },
+      });
     }
   }
   return runs;

@@ -16,6 +16,7 @@ import {
   deferred,
   type Sample,
 } from "../_util.ts";
+import type { OtelMode } from "../_otel.ts";
 
 const CONCURRENCY = 10;
 const WINDOW = 1000;
@@ -23,21 +24,15 @@ const WINDOW = 1000;
 /** The cases of scenario 1, by name. */
 export const cases: Record<string, CaseRun> = {
   /** `await bus.emit()` into the default WorkerPool (10 workers, queue 1000). */
-  async bus(params: CaseParams): Promise<Sample> {
-    const n = Number(params.events);
-    const bus = new EventBus<{ "bench.tick": number }>();
-    const all = deferred();
-    let handled = 0;
-    bus.subscribe("bench.tick", async () => {
-      if (++handled === n) all.resolve();
-    }, { async: true, name: "noop" });
-    const start = performance.now();
-    for (let i = 0; i < n; i++) await bus.emit("bench.tick", i);
-    await all.promise;
-    const ms = performance.now() - start;
-    await bus.close();
-    return { ms, ops: n };
-  },
+  bus: (params: CaseParams): Promise<Sample> => busCase(params, "none"),
+
+  /** The same with `otel({ api })` and no SDK registered (no-op tracer). */
+  "bus+otel-noop": (params: CaseParams): Promise<Sample> =>
+    busCase(params, "noop"),
+
+  /** The same with `otel()` on a real SDK and the in-memory exporter. */
+  "bus+otel-sdk": (params: CaseParams): Promise<Sample> =>
+    busCase(params, "sdk"),
 
   /** `await emitter.emit()` with one async listener (emittery awaits it). */
   async emittery(params: CaseParams): Promise<Sample> {
@@ -128,6 +123,26 @@ export const cases: Record<string, CaseRun> = {
     return { ms, ops: n };
   },
 };
+
+async function busCase(params: CaseParams, otel: OtelMode): Promise<Sample> {
+  const n = Number(params.events);
+  // Loaded only by the +otel cases, so the others carry no SDK in memory.
+  const options = otel === "none"
+    ? {}
+    : (await import("../_otel.ts")).instrumentationFor(otel);
+  const bus = new EventBus<{ "bench.tick": number }>(options);
+  const all = deferred();
+  let handled = 0;
+  bus.subscribe("bench.tick", async () => {
+    if (++handled === n) all.resolve();
+  }, { async: true, name: "noop" });
+  const start = performance.now();
+  for (let i = 0; i < n; i++) await bus.emit("bench.tick", i);
+  await all.promise;
+  const ms = performance.now() - start;
+  await bus.close();
+  return { ms, ops: n };
+}
 
 function check(handled: number, expected: number): void {
   if (handled !== expected) {

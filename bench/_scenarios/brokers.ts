@@ -9,19 +9,30 @@
 //   publish to a durable topic exchange bound to a quorum queue). The bus
 //   also de-duplicates by event id on Redis (a Lua script and a marker key).
 // - consume: a pre-filled stream/queue drained by a bus that `listen()`s
-//   (one async handler, concurrency 10) vs the raw client reading 10 at a
-//   time and acknowledging each message.
+//   (one async handler, concurrency 10; on RabbitMQ the backend's default
+//   prefetch, or `params.prefetch`) vs the raw client (Redis: reading 256
+//   entries per XREADGROUP and acknowledging them with one XACK; RabbitMQ: a
+//   consumer with prefetch 256, or `params.rawPrefetch`, on the same quorum
+//   queue, acknowledging each message).
+// - e2e: latency of one event at a time, emitted by one bus and handled by
+//   another (separate connections) vs the raw client, publisher and consumer
+//   on separate connections (Redis: XADD, and a loop of blocking XREADGROUP
+//   that XACKs each entry it handled; RabbitMQ: a confirmed persistent
+//   publish, and a consumer with prefetch 256 on the same quorum queue that
+//   acknowledges each message).
 
 import { createClient } from "@redis/client";
 import { Connection } from "rabbitmq-client";
-import { RabbitMqBackend } from "../../backends/rabbitmq.ts";
-import { RedisStreamsBackend } from "../../backends/redis.ts";
+import { RabbitMqBackend } from "@eventbus/rabbitmq";
+import { RedisStreamsBackend } from "@eventbus/redis";
 import { EventBus } from "../../mod.ts";
 import {
+  busEndToEnd,
   type CaseParams,
   type CaseRun,
   deferred,
   fill,
+  OneByOne,
   type Sample,
   timeWindowed,
 } from "../_util.ts";
@@ -30,8 +41,10 @@ const REDIS = "redis://127.0.0.1:6379";
 const RABBIT = "amqp://guest:guest@127.0.0.1:5672";
 const TYPE = "bench.broker";
 const CONCURRENCY = 10;
+/** The raw RabbitMQ consumer's prefetch, as a careful user would set it. */
+const RAW_PREFETCH = 256;
 
-type Events = { "bench.broker": { i: number } };
+type Events = { "bench.broker": { i: number; pad?: string } };
 type Redis = ReturnType<typeof newRedis>;
 
 /** The cases of scenario 6, by name. */
@@ -40,8 +53,8 @@ export const cases: Record<string, CaseRun> = {
     return await withRedisNames(async (prefix) => {
       const bus = await redisBus(prefix);
       try {
-        await bus.emit(TYPE, { i: -1 });
-        return await timeWindowed(params, (i) => bus.emit(TYPE, { i }));
+        await bus.emit(TYPE, data(-1));
+        return await timeWindowed(params, (i) => bus.emit(TYPE, data(i)));
       } finally {
         await bus.close({ timeout: 1000 });
       }
@@ -65,7 +78,7 @@ export const cases: Record<string, CaseRun> = {
     return await withRedisNames(async (prefix) => {
       const producer = await redisBus(prefix);
       try {
-        await fill(n, (i) => producer.emit(TYPE, { i }));
+        await fill(n, (i) => producer.emit(TYPE, data(i)));
       } finally {
         await producer.close({ timeout: 1000 });
       }
@@ -95,7 +108,7 @@ export const cases: Record<string, CaseRun> = {
             "bench",
             "c1",
             "COUNT",
-            String(CONCURRENCY),
+            String(RAW_REDIS_COUNT),
             "BLOCK",
             "1000",
             "STREAMS",
@@ -114,6 +127,65 @@ export const cases: Record<string, CaseRun> = {
         return { ms: performance.now() - start, ops: n };
       } finally {
         await client.close();
+      }
+    });
+  },
+
+  async "redis-bus-e2e"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withRedisNames(async (prefix) => {
+      const producer = await redisBus(prefix);
+      const worker = await redisBus(prefix);
+      return await busEndToEnd(producer, worker, TYPE, n, data);
+    });
+  },
+
+  async "redis-raw-e2e"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withRedisNames(async (prefix) => {
+      const stream = `${prefix}:${TYPE}`;
+      const pub = await redisClient();
+      const sub = await redisClient();
+      try {
+        await sub.sendCommand(
+          ["XGROUP", "CREATE", stream, "bench", "$", "MKSTREAM"],
+        );
+        const arrivals = new OneByOne();
+        // The consumer: a blocking read, then the entries handled, then one
+        // XACK for them, sent before the next read on the same connection.
+        const loop = (async () => {
+          for (let seen = 0; seen < n + 1;) {
+            const reply = await sub.sendCommand([
+              "XREADGROUP",
+              "GROUP",
+              "bench",
+              "c1",
+              "COUNT",
+              String(RAW_REDIS_COUNT),
+              "BLOCK",
+              "5000",
+              "STREAMS",
+              stream,
+              ">",
+            ]);
+            const ids: string[] = [];
+            for (const [id, fields] of entries(reply)) {
+              const event = fields[fields.indexOf("event") + 1] ?? "null";
+              arrivals.arrive((JSON.parse(event) as { i: number }).i);
+              ids.push(id);
+            }
+            if (ids.length === 0) continue;
+            await sub.sendCommand(["XACK", stream, "bench", ...ids]);
+            seen += ids.length;
+          }
+        })();
+        loop.catch(() => {}); // awaited below, once the run went well
+        const sample = await arrivals.run(n, (i) => xadd(pub, stream, i));
+        await loop;
+        return sample;
+      } finally {
+        await pub.close();
+        await sub.close();
       }
     });
   },
@@ -161,7 +233,7 @@ export const cases: Record<string, CaseRun> = {
       } finally {
         await producer.close({ timeout: 1000 });
       }
-      const worker = await rabbitBus(exchange);
+      const worker = await rabbitBus(exchange, prefetchOf(params));
       try {
         return await timeBusConsume(worker, n);
       } finally {
@@ -190,8 +262,7 @@ export const cases: Record<string, CaseRun> = {
         const consumer = connection.createConsumer({
           queue,
           queueOptions: queueOptions(exchange),
-          qos: { prefetchCount: CONCURRENCY },
-          concurrency: CONCURRENCY,
+          qos: { prefetchCount: rawPrefetchOf(params) },
         }, (message) => {
           JSON.parse(String(message.body));
           if (++handled === n) all.resolve();
@@ -204,6 +275,52 @@ export const cases: Record<string, CaseRun> = {
       } finally {
         await publisher.close();
         await connection.close();
+      }
+    });
+  },
+
+  async "rabbitmq-bus-e2e"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withRabbitNames(async (exchange) => {
+      const producer = await rabbitBus(exchange);
+      const worker = await rabbitBus(exchange, prefetchOf(params));
+      return await busEndToEnd(producer, worker, TYPE, n);
+    });
+  },
+
+  async "rabbitmq-raw-e2e"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    return await withRabbitNames(async (exchange) => {
+      const queue = await declareRabbitQueue(exchange);
+      const pub = new Connection(RABBIT);
+      const sub = new Connection(RABBIT);
+      const publisher = pub.createPublisher({ confirm: true });
+      try {
+        const arrivals = new OneByOne();
+        const consumer = sub.createConsumer({
+          queue,
+          queueOptions: queueOptions(exchange),
+          qos: { prefetchCount: RAW_PREFETCH },
+        }, (message) => {
+          arrivals.arrive(
+            (JSON.parse(String(message.body)) as { i: number }).i,
+          );
+          // resolving acknowledges the message
+        });
+        // The untimed first event waits in the queue until it consumes.
+        const sample = await arrivals.run(n, (i) =>
+          publisher.send({
+            exchange,
+            routingKey: TYPE,
+            durable: true,
+            messageId: crypto.randomUUID(),
+          }, JSON.stringify({ i })));
+        await consumer.close();
+        return sample;
+      } finally {
+        await publisher.close();
+        await pub.close();
+        await sub.close();
       }
     });
   },
@@ -248,6 +365,22 @@ function redisBus(prefix: string): Promise<EventBus<Events>> {
   }).then((backend) => new EventBus<Events>({ backend }));
 }
 
+/**
+ * Entries the raw Redis consumer reads per `XREADGROUP` (then one `XACK` for
+ * them): what a careful user picks to drain a stream (issue #16).
+ */
+const RAW_REDIS_COUNT = 256;
+
+/**
+ * The data of Redis event `i`: 128 bytes of JSON, the event size issue #16
+ * measured with; the raw client adds these bytes, the bus wraps them in
+ * its envelope.
+ */
+function data(i: number): { i: number; pad: string } {
+  const bare = JSON.stringify({ i, pad: "" }).length;
+  return { i, pad: "x".repeat(Math.max(0, 128 - bare)) };
+}
+
 function xadd(client: Redis, stream: string, i: number): Promise<unknown> {
   return client.sendCommand([
     "XADD",
@@ -257,7 +390,7 @@ function xadd(client: Redis, stream: string, i: number): Promise<unknown> {
     "100000",
     "*",
     "event",
-    JSON.stringify({ i }),
+    JSON.stringify(data(i)),
   ]);
 }
 
@@ -297,11 +430,29 @@ async function withRedisNames<T>(
 
 // ---------------------------------------------------------------- RabbitMQ
 
-function rabbitBus(exchange: string): Promise<EventBus<Events>> {
+function rabbitBus(
+  exchange: string,
+  options: { prefetch?: number } = {},
+): Promise<EventBus<Events>> {
   return RabbitMqBackend.connect(RABBIT, {
     exchange,
     concurrency: CONCURRENCY,
+    ...options,
   }).then((backend) => new EventBus<Events>({ backend }));
+}
+
+/** The raw consumer's prefetch: `params.rawPrefetch`, else RAW_PREFETCH. */
+function rawPrefetchOf(params: CaseParams): number {
+  return params.rawPrefetch === undefined
+    ? RAW_PREFETCH
+    : Number(params.rawPrefetch);
+}
+
+/** The bus's RabbitMQ prefetch from `params.prefetch`, else its default. */
+function prefetchOf(params: CaseParams): { prefetch?: number } {
+  return params.prefetch === undefined
+    ? {}
+    : { prefetch: Number(params.prefetch) };
 }
 
 /**

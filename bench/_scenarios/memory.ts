@@ -4,7 +4,9 @@
 // for the next macrotask), so the queue is full almost all the time. The bus
 // uses `overflow: "wait"`; p-queue bounds its submit loop with
 // `onSizeLessThan(1000)`. Peak RSS should stay flat as N grows; the case
-// also samples RSS at every tenth of the run.
+// also samples RSS at every tenth of the run. A third case gives the bus a
+// handler that always fails (3 tries, 20 ms apart): retries waiting out
+// their backoff count against the queue, so RSS stays flat there too.
 
 import { EventBus, WorkerPool } from "../../mod.ts";
 import { setImmediate } from "node:timers";
@@ -39,6 +41,39 @@ export const cases: Record<string, CaseRun> = {
     const start = performance.now();
     for (let i = 0; i < n; i++) {
       await bus.emit("bench.slow", i);
+      if ((i + 1) % step === 0) curve.push(rss());
+    }
+    await all.promise;
+    const ms = performance.now() - start;
+    await bus.close();
+    return { ms, ops: n, extra: { rssCurve: curve } };
+  },
+
+  async "bus-failing"(params: CaseParams): Promise<Sample> {
+    const n = Number(params.events);
+    const silent = () => {};
+    const bus = new EventBus<{ "bench.fail": number }>({
+      backend: new WorkerPool({
+        workers: 10,
+        queueSize: 1000,
+        overflow: "wait",
+      }),
+      logger: { debug: silent, info: silent, warn: silent, error: silent },
+      retry: { attempts: 3, backoff: { initial: 20, max: 20, jitter: false } },
+      onError: () => {
+        if (++dead === n) all.resolve();
+      },
+    });
+    const all = deferred();
+    let dead = 0;
+    bus.subscribe("bench.fail", () => {
+      throw new Error("always fails");
+    }, { async: true, name: "failing" });
+    const curve: number[] = [];
+    const step = Math.max(1, Math.floor(n / 10));
+    const start = performance.now();
+    for (let i = 0; i < n; i++) {
+      await bus.emit("bench.fail", i);
       if ((i + 1) % step === 0) curve.push(rss());
     }
     await all.promise;

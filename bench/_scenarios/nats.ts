@@ -18,17 +18,19 @@ import {
   jetstreamManager,
 } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { JetStreamBackend } from "../../backends/nats/mod.ts";
+import { JetStreamBackend } from "@eventbus/nats";
 import { EventBus } from "../../mod.ts";
 import {
+  busEndToEnd,
   type CaseParams,
   type CaseRun,
   deferred,
   fill,
-  quantile,
+  OneByOne,
   type Sample,
   timeWindowed,
 } from "../_util.ts";
+import type { OtelMode } from "../_otel.ts";
 
 const SERVER = "127.0.0.1:4222";
 const TYPE = "bench.nats";
@@ -37,21 +39,21 @@ type Events = { "bench.nats": { i: number } };
 
 /** The cases of scenario 5, by name. */
 export const cases: Record<string, CaseRun> = {
-  async "bus-publish"(params: CaseParams): Promise<Sample> {
-    return await withNames(async (names) => {
-      const bus = await openBus(names);
-      try {
-        await bus.emit(TYPE, { i: -1 }); // creates the streams, untimed
-        return await timeWindowed(params, (i) => bus.emit(TYPE, { i }));
-      } finally {
-        await bus.close({ timeout: 1000 });
-      }
-    });
-  },
+  "bus-publish": (params: CaseParams): Promise<Sample> =>
+    busPublish(params, "none"),
+
+  /** bus-publish with `otel({ api })` and no SDK registered (no-op tracer). */
+  "bus-publish+otel-noop": (params: CaseParams): Promise<Sample> =>
+    busPublish(params, "noop"),
+
+  /** bus-publish with `otel()` on a real SDK and the in-memory exporter. */
+  "bus-publish+otel-sdk": (params: CaseParams): Promise<Sample> =>
+    busPublish(params, "sdk"),
 
   async "raw-publish"(params: CaseParams): Promise<Sample> {
     return await withNames(async (names) => {
-      const nc = await connect({ servers: SERVER });
+      // The bus's own connection setting: no stack trace per request.
+      const nc = await connect({ servers: SERVER, noAsyncTraces: true });
       try {
         await addStream(nc, names);
         const js = jetstream(nc);
@@ -69,37 +71,16 @@ export const cases: Record<string, CaseRun> = {
     });
   },
 
-  async "bus-consume"(params: CaseParams): Promise<Sample> {
-    const n = Number(params.events);
-    return await withNames(async (names) => {
-      // The backend's durable consumers start at new events: create the
-      // consumer first (listen, close), then fill the stream, untimed.
-      const first = await openBus(names);
-      first.subscribe(TYPE, () => {}, { async: true, name: "bench" });
-      await first.listen();
-      await first.close({ timeout: 1000 });
-      const producer = await openBus(names);
-      try {
-        await fill(n, (i) => producer.emit(TYPE, { i }));
-      } finally {
-        await producer.close({ timeout: 1000 });
-      }
-      const worker = await openBus(names);
-      try {
-        const all = deferred();
-        let handled = 0;
-        worker.subscribe(TYPE, () => {
-          if (++handled === n) all.resolve();
-        }, { async: true, name: "bench" });
-        const start = performance.now();
-        await worker.listen();
-        await all.promise;
-        return { ms: performance.now() - start, ops: n };
-      } finally {
-        await worker.close({ timeout: 1000 });
-      }
-    });
-  },
+  "bus-consume": (params: CaseParams): Promise<Sample> =>
+    busConsume(params, "none"),
+
+  /** bus-consume, producer and worker with `otel({ api })`, no SDK. */
+  "bus-consume+otel-noop": (params: CaseParams): Promise<Sample> =>
+    busConsume(params, "noop"),
+
+  /** bus-consume, producer and worker with `otel()` on a real SDK. */
+  "bus-consume+otel-sdk": (params: CaseParams): Promise<Sample> =>
+    busConsume(params, "sdk"),
 
   async "raw-consume"(params: CaseParams): Promise<Sample> {
     const n = Number(params.events);
@@ -145,38 +126,16 @@ export const cases: Record<string, CaseRun> = {
     return await withNames(async (names) => {
       const producer = await openBus(names);
       const worker = await openBus(names);
-      try {
-        let arrived = deferred<number>();
-        worker.subscribe(TYPE, (event) => {
-          arrived.resolve(event.data.i);
-        }, { async: true, name: "bench" });
-        await worker.listen();
-        await producer.emit(TYPE, { i: -1 }); // untimed first event
-        await arrived.promise;
-        const latencies = new Float64Array(n);
-        const start = performance.now();
-        for (let i = 0; i < n; i++) {
-          arrived = deferred<number>();
-          const t0 = performance.now();
-          await producer.emit(TYPE, { i });
-          const got = await arrived.promise;
-          latencies[i] = performance.now() - t0;
-          if (got !== i) throw new Error(`expected event ${i}, got ${got}`);
-        }
-        const ms = performance.now() - start;
-        return { ms, ops: n, extra: percentiles(latencies) };
-      } finally {
-        await producer.close({ timeout: 1000 });
-        await worker.close({ timeout: 1000 });
-      }
+      return await busEndToEnd(producer, worker, TYPE, n);
     });
   },
 
   async "raw-e2e"(params: CaseParams): Promise<Sample> {
     const n = Number(params.events);
     return await withNames(async (names) => {
-      const pub = await connect({ servers: SERVER });
-      const sub = await connect({ servers: SERVER });
+      // The bus's own connection setting, as in raw-publish.
+      const pub = await connect({ servers: SERVER, noAsyncTraces: true });
+      const sub = await connect({ servers: SERVER, noAsyncTraces: true });
       try {
         await addStream(pub, names);
         const subject = `${names.prefix}.${TYPE}`;
@@ -192,34 +151,24 @@ export const cases: Record<string, CaseRun> = {
           "bench",
         );
         const messages = await consumer.consume({ max_messages: 10 });
-        let arrived = deferred<number>();
+        const arrivals = new OneByOne();
         const loop = (async () => {
           for await (const m of messages) {
             const { i } = JSON.parse(m.string()) as { i: number };
             m.ack();
-            arrived.resolve(i);
+            arrivals.arrive(i);
           }
         })();
-        await js.publish(subject, JSON.stringify({ i: -1 }), {
-          msgID: crypto.randomUUID(),
-        });
-        await arrived.promise;
-        const latencies = new Float64Array(n);
-        const start = performance.now();
-        for (let i = 0; i < n; i++) {
-          arrived = deferred<number>();
-          const t0 = performance.now();
-          await js.publish(subject, JSON.stringify({ i }), {
-            msgID: crypto.randomUUID(),
-          });
-          const got = await arrived.promise;
-          latencies[i] = performance.now() - t0;
-          if (got !== i) throw new Error(`expected event ${i}, got ${got}`);
-        }
-        const ms = performance.now() - start;
+        const sample = await arrivals.run(
+          n,
+          (i) =>
+            js.publish(subject, JSON.stringify({ i }), {
+              msgID: crypto.randomUUID(),
+            }),
+        );
         await messages.close();
         await loop;
-        return { ms, ops: n, extra: percentiles(latencies) };
+        return sample;
       } finally {
         await pub.close();
         await sub.close();
@@ -227,6 +176,56 @@ export const cases: Record<string, CaseRun> = {
     });
   },
 };
+
+async function busPublish(
+  params: CaseParams,
+  otel: OtelMode,
+): Promise<Sample> {
+  return await withNames(async (names) => {
+    const bus = await openBus(names, otel);
+    try {
+      await bus.emit(TYPE, { i: -1 }); // creates the streams, untimed
+      return await timeWindowed(params, (i) => bus.emit(TYPE, { i }));
+    } finally {
+      await bus.close({ timeout: 1000 });
+    }
+  });
+}
+
+async function busConsume(
+  params: CaseParams,
+  otel: OtelMode,
+): Promise<Sample> {
+  const n = Number(params.events);
+  return await withNames(async (names) => {
+    // The backend's durable consumers start at new events: create the
+    // consumer first (listen, close), then fill the stream, untimed.
+    const first = await openBus(names);
+    first.subscribe(TYPE, () => {}, { async: true, name: "bench" });
+    await first.listen();
+    await first.close({ timeout: 1000 });
+    const producer = await openBus(names, otel);
+    try {
+      await fill(n, (i) => producer.emit(TYPE, { i }));
+    } finally {
+      await producer.close({ timeout: 1000 });
+    }
+    const worker = await openBus(names, otel);
+    try {
+      const all = deferred();
+      let handled = 0;
+      worker.subscribe(TYPE, () => {
+        if (++handled === n) all.resolve();
+      }, { async: true, name: "bench" });
+      const start = performance.now();
+      await worker.listen();
+      await all.promise;
+      return { ms: performance.now() - start, ops: n };
+    } finally {
+      await worker.close({ timeout: 1000 });
+    }
+  });
+}
 
 interface Names {
   stream: string;
@@ -252,11 +251,19 @@ async function withNames<T>(body: (names: Names) => Promise<T>): Promise<T> {
   }
 }
 
-function openBus(names: Names): Promise<EventBus<Events>> {
-  return JetStreamBackend.connect({ servers: SERVER }, {
+async function openBus(
+  names: Names,
+  otel: OtelMode = "none",
+): Promise<EventBus<Events>> {
+  const backend = await JetStreamBackend.connect({ servers: SERVER }, {
     stream: names.stream,
     subjectPrefix: names.prefix,
-  }).then((backend) => new EventBus<Events>({ backend }));
+  });
+  // Loaded only by the +otel cases, so the others carry no SDK in memory.
+  const options = otel === "none"
+    ? {}
+    : (await import("../_otel.ts")).instrumentationFor(otel);
+  return new EventBus<Events>({ ...options, backend });
 }
 
 async function addStream(nc: NatsConnection, names: Names): Promise<void> {
@@ -265,13 +272,4 @@ async function addStream(nc: NatsConnection, names: Names): Promise<void> {
     name: names.stream,
     subjects: [`${names.prefix}.>`],
   });
-}
-
-function percentiles(latencies: Float64Array): Record<string, number> {
-  const sorted = latencies.slice().sort();
-  return {
-    p50: quantile(sorted, 0.5),
-    p99: quantile(sorted, 0.99),
-    mean: sorted.reduce((a, b) => a + b, 0) / sorted.length,
-  };
 }
