@@ -5,7 +5,7 @@
  *
  * Run: `KAFKA_BROKERS=127.0.0.1:9092 deno run -A examples/kafka_producer.ts [count]`.
  * `KAFKA_TOPIC` picks the topic, default `"example-orders"`. Against
- * librdkafka's mock cluster (`python3 tests/_kafka_mock.py` prints its
+ * librdkafka's mock cluster (`python3 tests/fixtures/_kafka_mock.py` prints its
  * bootstrap servers) also set `KAFKA_IDEMPOTENT=false`: the mock cannot
  * start an idempotent producer.
  *
@@ -14,15 +14,17 @@
 
 import { connect } from "node:net";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { EventBus } from "@eventbus/core";
-import { KafkaBackend, type KafkaBackendOptions } from "@eventbus/core/kafka";
+import { KafkaBackend, type KafkaBackendOptions } from "@eventbus/kafka";
 
 /** The events of the Kafka examples. */
 export type ShopEvents = {
   "order.placed": { orderId: number; total: number };
 };
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = Number(process.argv[2] ?? 20);
   const backend = await kafkaFromEnv();
   await using bus = new EventBus<ShopEvents>({ backend });
@@ -54,7 +56,7 @@ export async function kafkaFromEnv(
         "  KAFKA_BROKERS=127.0.0.1:9092 deno task example:kafka\n\n" +
         "A local one: `docker run -p 9092:9092 apache/kafka:3.9.0`, or\n" +
         "librdkafka's mock cluster (apt-get install librdkafka1):\n" +
-        "  python3 tests/_kafka_mock.py   # prints bootstrap=HOST:PORT,...\n" +
+        "  python3 tests/fixtures/_kafka_mock.py   # prints bootstrap=HOST:PORT,...\n" +
         "  KAFKA_BROKERS=HOST:PORT,... KAFKA_IDEMPOTENT=false deno task example:kafka",
     );
     process.exit(0);

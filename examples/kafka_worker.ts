@@ -13,10 +13,12 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { EventBus } from "@eventbus/core";
 import { kafkaFromEnv, type ShopEvents } from "./kafka_producer.ts";
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const backend = await kafkaFromEnv();
   const bus = new EventBus<ShopEvents>({
     backend,

@@ -1,7 +1,9 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 /**
  * A producer on NATS JetStream: emits orders and prints each one once the
- * stream acknowledged it. Copy it as the start of your own producer.
+ * stream acknowledged it. Copy it as the start of your own producer. Start
+ * it before or after the workers: the stream keeps each order for 7 days
+ * (the `maxAge` option), and a worker that starts later gets them all.
  *
  * Run: `deno run -A examples/nats_producer.ts [count]` (default 20) with a
  * nats-server started as `nats-server -js`. Environment: `NATS_URL`
@@ -12,8 +14,9 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { BackendError, EventBus } from "@eventbus/core";
-import { JetStreamBackend } from "@eventbus/core/nats";
+import { JetStreamBackend } from "@eventbus/nats";
 
 /** The events of the example shop. */
 export type ShopEvents = {
@@ -37,7 +40,8 @@ export async function connectOrExplain(): Promise<JetStreamBackend> {
   }
 }
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = Number(process.argv[2] ?? 20);
   const bus = new EventBus<ShopEvents>({ backend: await connectOrExplain() });
   for (let orderId = 1; orderId <= count; orderId++) {

@@ -1,8 +1,10 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 /**
  * Emits orders to RabbitMQ and exits; each `emit` resolves after the
- * broker's publisher confirm. Start `examples/rabbitmq_worker.ts` first: a
- * topic exchange drops messages that no queue is bound for yet.
+ * broker's publisher confirm. Start it before or after
+ * `examples/rabbitmq_worker.ts`: the producer lists the worker's handler
+ * names in the backend's `handlers` option, so it declares their queues
+ * before its first emit and the worker gets every order, whenever it starts.
  *
  * Run: `deno run -A examples/rabbitmq_producer.ts [count]`. `AMQP_URL` picks
  * the broker, default `amqp://guest:guest@127.0.0.1:5672`;
@@ -12,18 +14,28 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { EventBus } from "@eventbus/core";
-import { RabbitMqBackend } from "@eventbus/core/rabbitmq";
+import { RabbitMqBackend } from "@eventbus/rabbitmq";
 
 /** The events of the RabbitMQ examples. */
 export type ShopEvents = {
   "order.placed": { orderId: number; total: number };
 };
 
+/**
+ * The handler names of `examples/rabbitmq_worker.ts`, by event type: the
+ * producer declares their queues so events are kept for them.
+ */
+export const HANDLERS: Record<string, string[]> = {
+  "order.placed": ["invoice", "ship"],
+};
+
 const url = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const exchange = process.env.EVENTBUS_EXCHANGE ?? "example";
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = Number(process.argv[2] ?? 20);
   const backend = await connectOrExplain(url, exchange);
   await using bus = new EventBus<ShopEvents>({ backend });
@@ -36,7 +48,8 @@ if (import.meta.main) {
 }
 
 /**
- * Opens the backend, or prints how to start RabbitMQ and exits.
+ * Opens the backend (declaring the queues of {@linkcode HANDLERS} before
+ * the first emit), or prints how to start RabbitMQ and exits.
  *
  * @param url The AMQP URL.
  * @param exchange The topic exchange.
@@ -50,6 +63,7 @@ export async function connectOrExplain(
     return await RabbitMqBackend.connect(url, {
       exchange,
       publishTimeout: 5000,
+      handlers: HANDLERS,
     });
   } catch (error) {
     console.error(

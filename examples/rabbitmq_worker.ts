@@ -4,7 +4,9 @@
  * handler names (each gets every order), one of them flaky so retries and a
  * dead letter show. Start it in several terminals: workers sharing a handler
  * name consume one queue and split its messages. Stops on Ctrl-C, requeuing
- * unfinished messages for the other workers.
+ * unfinished messages for the other workers. Its handler names are the ones
+ * the producer declares (`HANDLERS` in `examples/rabbitmq_producer.ts`), so
+ * it also gets the orders emitted before it started.
  *
  * Run: `deno run -A examples/rabbitmq_worker.ts`.
  *
@@ -12,13 +14,15 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { EventBus } from "@eventbus/core";
 import { connectOrExplain, type ShopEvents } from "./rabbitmq_producer.ts";
 
 const url = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const exchange = process.env.EVENTBUS_EXCHANGE ?? "example";
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const backend = await connectOrExplain(url, exchange);
   const bus = new EventBus<ShopEvents>({
     backend,

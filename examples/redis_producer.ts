@@ -1,7 +1,11 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 /**
  * Emits orders to Redis Streams and exits. Pair it with
- * `examples/redis_worker.ts` running in other terminals.
+ * `examples/redis_worker.ts` running in other terminals, started before or
+ * after it: a handler name's first worker takes the events emitted up to an
+ * hour before it started (`newGroupLookback`). When a stream is full (the
+ * slowest handler name is `maxLen` events behind, or no worker ever ran),
+ * `emit` rejects with `QueueFullError`, which this program reports.
  *
  * Run: `deno run -A examples/redis_producer.ts [count]`. `REDIS_URL` picks the server, default
  * `redis://127.0.0.1:6379`; `EVENTBUS_PREFIX` the key prefix, default
@@ -11,8 +15,9 @@
  */
 
 import process from "node:process";
-import { EventBus } from "@eventbus/core";
-import { RedisStreamsBackend } from "@eventbus/core/redis";
+import { fileURLToPath } from "node:url";
+import { EventBus, QueueFullError } from "@eventbus/core";
+import { RedisStreamsBackend } from "@eventbus/redis";
 
 /** The events of the Redis examples. */
 export type ShopEvents = {
@@ -22,15 +27,25 @@ export type ShopEvents = {
 const url = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const prefix = process.env.EVENTBUS_PREFIX ?? "example";
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = Number(process.argv[2] ?? 20);
   const backend = await connectOrExplain(url, prefix);
   await using bus = new EventBus<ShopEvents>({ backend });
+  let emitted = 0;
   for (let orderId = 1; orderId <= count; orderId++) {
-    await bus.emit("order.placed", { orderId, total: orderId * 10 });
+    try {
+      await bus.emit("order.placed", { orderId, total: orderId * 10 });
+      emitted++;
+    } catch (error) {
+      if (!(error instanceof QueueFullError)) throw error;
+      console.error(`order ${orderId} refused: ${error.message}`);
+      process.exitCode = 1;
+      break;
+    }
   }
   console.log(
-    `emitted ${count} "order.placed" events to ${url} (prefix "${prefix}")`,
+    `emitted ${emitted} "order.placed" events to ${url} (prefix "${prefix}")`,
   );
 }
 

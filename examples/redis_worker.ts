@@ -12,13 +12,15 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { EventBus } from "@eventbus/core";
 import { connectOrExplain, type ShopEvents } from "./redis_producer.ts";
 
 const url = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const prefix = process.env.EVENTBUS_PREFIX ?? "example";
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const backend = await connectOrExplain(url, prefix);
   const bus = new EventBus<ShopEvents>({
     backend,

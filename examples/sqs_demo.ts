@@ -23,6 +23,7 @@ import {
 import { EventBus } from "@eventbus/core";
 import {
   explainFailures,
+  SHOP_HANDLERS,
   type ShopEvents,
   sqsFromEnv,
 } from "./sqs_producer.ts";
@@ -49,7 +50,10 @@ await explainFailures(async () => {
   let settled = 0;
   const settle = () => ++settled === expected && done.resolve();
   const worker = new EventBus<ShopEvents>({
-    backend: sqsFromEnv({ queuePrefix, waitTimeSeconds: 1 }, endpoint),
+    backend: await sqsFromEnv(
+      { queuePrefix, waitTimeSeconds: 1, discoveryInterval: 1000 },
+      endpoint,
+    ),
     retry: { attempts: 3, backoff: { initial: 100, max: 1000 } },
     logger: {
       ...console,
@@ -67,7 +71,10 @@ await explainFailures(async () => {
   await worker.listen();
 
   const producer = new EventBus<ShopEvents>({
-    backend: sqsFromEnv({ queuePrefix }, endpoint),
+    backend: await sqsFromEnv(
+      { queuePrefix, discoveryInterval: 1000, handlers: SHOP_HANDLERS },
+      endpoint,
+    ),
   });
   for (let orderId = 1; orderId <= ORDERS; orderId++) {
     await producer.emit("order.placed", { orderId, total: orderId * 10 });

@@ -1,8 +1,10 @@
 // Copyright 2026 the @eventbus/core authors. MIT license.
 /**
  * Emits orders to the SQS queues of their handlers and exits. Pair it with
- * `examples/sqs_worker.ts` running in other terminals (start a worker first:
- * its handler queues must exist for the producer to find them).
+ * `examples/sqs_worker.ts` running in other terminals, started before or
+ * after it: the producer declares the worker's handler names (the option
+ * `handlers`), so their queues exist and keep every order from the first
+ * emit on, until a worker takes them.
  *
  * Run against an emulator (fauxqs, LocalStack, ElasticMQ):
  * `SQS_ENDPOINT=http://127.0.0.1:4566 deno run -A examples/sqs_producer.ts [count]`;
@@ -14,19 +16,28 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import type { SQSClientConfig } from "@aws-sdk/client-sqs";
 import { EventBus } from "@eventbus/core";
-import { SqsBackend, type SqsBackendOptions } from "@eventbus/core/sqs";
+import { SqsBackend, type SqsBackendOptions } from "@eventbus/sqs";
 
 /** The events of the SQS examples. */
 export type ShopEvents = {
   "order.placed": { orderId: number; total: number };
 };
 
-if (import.meta.main) {
+/** The handler names of `examples/sqs_worker.ts`, per event type. */
+export const SHOP_HANDLERS: Readonly<Record<string, readonly string[]>> = {
+  "order.placed": ["shipping", "invoicing"],
+};
+
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = Number(process.argv[2] ?? 20);
   await explainFailures(async () => {
-    await using bus = new EventBus<ShopEvents>({ backend: sqsFromEnv() });
+    await using bus = new EventBus<ShopEvents>({
+      backend: await sqsFromEnv({ handlers: SHOP_HANDLERS }),
+    });
     for (let orderId = 1; orderId <= count; orderId++) {
       await bus.emit("order.placed", { orderId, total: orderId * 10 });
     }
@@ -42,10 +53,10 @@ if (import.meta.main) {
  * @param endpoint An endpoint that overrides `SQS_ENDPOINT`.
  * @returns A backend that owns its client.
  */
-export function sqsFromEnv(
+export async function sqsFromEnv(
   options: SqsBackendOptions = {},
   endpoint: string | undefined = process.env.SQS_ENDPOINT,
-): SqsBackend {
+): Promise<SqsBackend> {
   const region = process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
   if (!endpoint && !region) {
     console.log(
@@ -64,7 +75,7 @@ export function sqsFromEnv(
       config.credentials = { accessKeyId: "test", secretAccessKey: "test" };
     }
   }
-  return SqsBackend.connect(config, {
+  return await SqsBackend.connect(config, {
     queuePrefix: process.env.SQS_PREFIX ?? "example-",
     ...options,
   });

@@ -13,6 +13,7 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { EventBus } from "@eventbus/core";
 import {
   explainFailures,
@@ -20,10 +21,11 @@ import {
   sqsFromEnv,
 } from "./sqs_producer.ts";
 
-if (import.meta.main) {
+// import.meta.main: Deno and Bun; Node (through tsx) has none before 24.2.
+if (import.meta.main ?? process.argv[1] === fileURLToPath(import.meta.url)) {
   await explainFailures(async () => {
     const bus = new EventBus<ShopEvents>({
-      backend: sqsFromEnv({ waitTimeSeconds: 5 }),
+      backend: await sqsFromEnv({ waitTimeSeconds: 5 }),
       retry: { attempts: 3, backoff: { initial: 1000, max: 5000 } },
       onError: (error) => console.log(`dead letter: ${error.message}`),
     });
