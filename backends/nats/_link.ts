@@ -35,6 +35,7 @@ import {
   isClosedConnection,
   isNoResponders,
   isStreamFull,
+  isTooLarge,
   isTransient,
   refusedLimit,
 } from "./_util.ts";
@@ -285,7 +286,7 @@ export class Link {
         `Cannot ${what}: ${
           describeError(error)
         }, check the stream's limits and the server's log`,
-        { cause: error },
+        { cause: error, permanent: isTooLarge(error) },
       );
     }
     return !(error instanceof Interrupted);
@@ -400,7 +401,7 @@ function refusal(
     return new BackendError(
       BACKEND,
       `Cannot ${what}: the server refused it for a limit ("${answer}"), check the stream's limits (maxBytes, maxMessages), the server's max_payload and the account's JetStream limits`,
-      { cause: error },
+      { cause: error, permanent: isTooLarge(error) },
     );
   }
   const { stream, deadLetterStream, subjectPrefix, maxMessages, maxBytes } =

@@ -73,6 +73,20 @@ export function refusedLimit(error: unknown): string | undefined {
   }
 }
 
+/**
+ * Whether a publish failed because the message is too large for the
+ * server's `max_payload` (nats.js refuses it before sending) or for the
+ * stream (`maxMsgSize`): no retry of the same event can succeed.
+ */
+export function isTooLarge(error: unknown): boolean {
+  if (error instanceof errors.InvalidArgumentError) {
+    return /max_payload/i.test(error.message);
+  }
+  if (!(error instanceof JetStreamApiError)) return false;
+  return error.code === MESSAGE_TOO_LARGE ||
+    (error.code === STORE_FAILED && /too? large/i.test(error.message));
+}
+
 /** Whether the stream refused a message because it is full. */
 export function isStreamFull(error: unknown): boolean {
   return error instanceof JetStreamApiError && error.code === STORE_FAILED &&

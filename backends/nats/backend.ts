@@ -303,7 +303,9 @@ export class JetStreamBackend implements AsyncBackend, AsyncDisposable {
    * @throws {QueueFullError} When the stream is full (`maxMessages` or
    *   `maxBytes`): at once, naming the stream and the limit.
    * @throws {BackendError} When the stream did not acknowledge the event in
-   *   time, refused it (too large), or cannot be set up.
+   *   time, refused it, or cannot be set up; an event larger than the
+   *   server's `max_payload` or the stream's message size limit is refused
+   *   at once with `permanent: true` (no retry of it can succeed).
    * @throws The signal's reason when it aborts first.
    */
   publish(event: Event, options?: PublishOptions): Promise<void> {

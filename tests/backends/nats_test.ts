@@ -233,6 +233,24 @@ if (!await reachable("127.0.0.1", 4222)) {
         1,
       ]]);
     });
+
+    it("rejects an event larger than max_payload with a permanent BackendError, storing nothing", async () => {
+      const names = uniqueNames("large");
+      await using admin = await Admin.open(SHARED_NATS, names.stream);
+      const producer = await bus({ ...names, publishTimeout: 30_000 });
+      await producer.emit("order.placed", { n: 0 });
+      const maxPayload = admin.nc.info!.max_payload;
+      const error = await producer.emit(
+        "order.other",
+        { n: 1, pad: "x".repeat(maxPayload) } as { n: number },
+      ).then(() => undefined, (error: unknown) => error);
+      await closeAll(producer);
+      assert.ok(error instanceof BackendError, String(error));
+      assert.equal(error.permanent, true, "no retry of it can succeed");
+      assert.match(error.message, /max_payload/);
+      const info = await admin.jsm.streams.info(names.stream);
+      assert.equal(info.state.messages, 1, "only the first event is stored");
+    });
   });
 
   describe("JetStreamBackend consume", () => {
