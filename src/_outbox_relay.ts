@@ -65,13 +65,30 @@ type DeadReason = "rejected" | "invalid-event" | "failed";
 
 type Outcome =
   | { readonly kind: "published" }
-  | { readonly kind: "failed"; readonly error: unknown }
+  | {
+    readonly kind: "failed";
+    readonly error: unknown;
+    /** Publishes of the batch that had succeeded when this one started. */
+    readonly succeededBefore: number;
+  }
   | {
     readonly kind: "dead";
     readonly error: unknown;
     readonly reason: DeadReason;
   }
   | { readonly kind: "untried" };
+
+/** The publishes of one batch as they end. */
+interface Batch {
+  readonly outcomes: Map<Claimed, Outcome>;
+  /** Publishes of the batch that succeeded so far. */
+  succeeded: number;
+  /**
+   * Whether the last publish to end failed (not for good): no publish
+   * starts until another one succeeds.
+   */
+  down: boolean;
+}
 
 /** The relay loop of one outbox in this process. */
 export class Relay {
@@ -91,7 +108,10 @@ export class Relay {
   readonly #recent: { time: number; count: number }[] = [];
   readonly #startedAt = Date.now();
   #missingSince: number | undefined;
-  #failingSince: number | undefined;
+  /** Since when the database fails (or the table is missing), if it does. */
+  #databaseFailingSince: number | undefined;
+  /** Since when the target takes nothing, if it does. */
+  #targetFailingSince: number | undefined;
 
   constructor(settings: RelaySettings) {
     this.#s = settings;
@@ -162,7 +182,7 @@ export class Relay {
       try {
         await this.#settleUnsettled();
         const rows = await this.#claim();
-        this.#recovered();
+        this.#databaseRecovered();
         if (rows.length === 0) {
           failures = 0;
           pause = this.#s.pollInterval;
@@ -216,12 +236,12 @@ export class Relay {
 
   /**
    * Publishes one claimed batch and settles every row in the table.
-   * Returns true when nothing got through and something failed: the target
-   * is down, so the relay backs off.
+   * Returns true when a publish failed and none succeeded after it started:
+   * the target is down, so the relay backs off.
    */
   async #relay(rows: Claimed[]): Promise<boolean> {
     const chains = chainsOf(rows);
-    const outcomes = new Map<Claimed, Outcome>();
+    const batch: Batch = { outcomes: new Map(), succeeded: 0, down: false };
     const abort = this.#abortBatch.signal;
     // Stop publishing a little before the lease ends: another relay may
     // take the rows then (the target's de-duplication drops the copies).
@@ -232,10 +252,14 @@ export class Relay {
     );
     const signal = AbortSignal.any([abort, deadline.signal]);
     let next = 0;
+    // A worker takes no new chain while the last publish to end failed:
+    // the target looks down, and trying the rest of the batch (each until
+    // the target's timeout) would only delay the backoff. A publish that
+    // succeeds afterwards sets the others going again.
     const worker = async (): Promise<void> => {
-      while (next < chains.length) {
+      while (next < chains.length && !batch.down) {
         const chain = chains[next++]!;
-        await this.#publishChain(chain, outcomes, signal);
+        await this.#publishChain(chain, batch, signal);
       }
     };
     try {
@@ -244,18 +268,19 @@ export class Relay {
     } finally {
       clearTimeout(timer);
     }
-    return await this.#settle(rows, outcomes);
+    return await this.#settle(rows, batch);
   }
 
   /** Publishes the rows of one chain in order; a failure stops the chain. */
   async #publishChain(
     chain: readonly Claimed[],
-    outcomes: Map<Claimed, Outcome>,
+    batch: Batch,
     signal: AbortSignal,
   ): Promise<void> {
+    const { outcomes } = batch;
     let stopped = false;
     for (const row of chain) {
-      if (stopped || signal.aborted) {
+      if (stopped || batch.down || signal.aborted) {
         outcomes.set(row, { kind: "untried" });
         continue;
       }
@@ -266,9 +291,12 @@ export class Relay {
         outcomes.set(row, { kind: "dead", error, reason: "invalid-event" });
         continue;
       }
+      const succeededBefore = batch.succeeded;
       try {
         await this.#s.target.publish(event, { signal });
         outcomes.set(row, { kind: "published" });
+        batch.succeeded++;
+        batch.down = false;
       } catch (error) {
         if (this.#abortBatch.signal.aborted) {
           // close() gave up on the batch: hand the row back untried.
@@ -276,23 +304,21 @@ export class Relay {
         } else if (isPermanent(error)) {
           outcomes.set(row, { kind: "dead", error, reason: "rejected" });
         } else {
-          outcomes.set(row, { kind: "failed", error });
+          outcomes.set(row, { kind: "failed", error, succeededBefore });
+          batch.down = true;
           stopped = true;
         }
       }
     }
   }
 
-  async #settle(
-    rows: readonly Claimed[],
-    outcomes: Map<Claimed, Outcome>,
-  ): Promise<boolean> {
+  async #settle(rows: readonly Claimed[], batch: Batch): Promise<boolean> {
     const published: string[] = [];
     const untried: Claimed[] = [];
-    const failed: { row: Claimed; error: unknown }[] = [];
+    const failed: { row: Claimed; error: unknown; own: boolean }[] = [];
     const dead: { row: Claimed; error: unknown; reason: DeadReason }[] = [];
     for (const row of rows) {
-      const outcome = outcomes.get(row) ?? { kind: "untried" };
+      const outcome = batch.outcomes.get(row) ?? { kind: "untried" };
       switch (outcome.kind) {
         case "published":
           published.push(row.seq);
@@ -301,7 +327,13 @@ export class Relay {
           untried.push(row);
           break;
         case "failed":
-          failed.push({ row, error: outcome.error });
+          // A publish that succeeded after this one started shows the
+          // target was taking events meanwhile: the failure is the row's.
+          failed.push({
+            row,
+            error: outcome.error,
+            own: batch.succeeded > outcome.succeededBefore,
+          });
           break;
         case "dead":
           dead.push({ row, error: outcome.error, reason: outcome.reason });
@@ -309,6 +341,7 @@ export class Relay {
     }
     if (published.length > 0) {
       this.#count(published.length);
+      this.#targetRecovered();
       this.#unsettled.push(...published);
       await this.#settleUnsettled();
     }
@@ -316,17 +349,20 @@ export class Relay {
     for (const { row, error, reason } of dead) {
       await this.#bury(row, error, reason);
     }
-    const outage = published.length === 0 && failed.length > 0;
-    if (outage) {
-      // Nothing got through: the target is down, not these rows.
-      const first = failed[0]!.error;
-      untried.push(...failed.map(({ row }) => row));
-      await this.#release(untried, errorText(first));
-      this.#targetFailed(first, failed.length);
-      return true;
+    // A failure with no success after its start: the target is down (or
+    // never answered), which says nothing of the row. It goes back untried,
+    // its attempt not counted, and the relay backs off.
+    const outage = failed.filter(({ own }) => !own);
+    const down = outage[0];
+    untried.push(...outage.map(({ row }) => row));
+    if (untried.length > 0) {
+      await this.#release(
+        untried,
+        down === undefined ? null : errorText(down.error),
+      );
     }
-    if (untried.length > 0) await this.#release(untried, null);
-    for (const { row, error } of failed) {
+    for (const { row, error, own } of failed) {
+      if (!own) continue;
       if (row.attempts >= this.#s.maxAttempts) {
         await this.#bury(row, error, "failed");
       } else {
@@ -345,7 +381,9 @@ export class Relay {
         );
       }
     }
-    return false;
+    if (down === undefined) return false;
+    this.#targetFailed(down.error, outage.length);
+    return true;
   }
 
   /** Moves a row to the dead table, saying why. */
@@ -409,21 +447,34 @@ export class Relay {
     }
   }
 
-  #recovered(): void {
+  /** Says the database answers again, if it had failed. */
+  #databaseRecovered(): void {
     this.#missingSince = undefined;
-    if (this.#failingSince !== undefined) {
+    if (this.#databaseFailingSince !== undefined) {
       this.#s.logger.info(
         `The outbox relay of "${this.#s.table}" works again after ${
-          Date.now() - this.#failingSince
-        } ms`,
+          Date.now() - this.#databaseFailingSince
+        } ms: the database answers`,
       );
-      this.#failingSince = undefined;
+      this.#databaseFailingSince = undefined;
+    }
+  }
+
+  /** Says the target takes events again, if it had failed. */
+  #targetRecovered(): void {
+    if (this.#targetFailingSince !== undefined) {
+      this.#s.logger.info(
+        `The outbox relay of "${this.#s.table}" works again after ${
+          Date.now() - this.#targetFailingSince
+        } ms: "${this.#s.target.name}" takes events`,
+      );
+      this.#targetFailingSince = undefined;
     }
   }
 
   #targetFailed(error: unknown, rows: number): void {
-    const first = this.#failingSince === undefined;
-    this.#failingSince ??= Date.now();
+    const first = this.#targetFailingSince === undefined;
+    this.#targetFailingSince ??= Date.now();
     const level = first ? "warn" : "debug";
     this.#s.logger[level](
       `Cannot relay ${rows} outbox row(s) of "${this.#s.table}" to "${this.#s.target.name}": ${
@@ -441,9 +492,9 @@ export class Relay {
       this.#missingSince ??= now;
       if (
         now - this.#missingSince >= MISSING_TABLE_GRACE &&
-        this.#failingSince === undefined
+        this.#databaseFailingSince === undefined
       ) {
-        this.#failingSince = this.#missingSince;
+        this.#databaseFailingSince = this.#missingSince;
         logger.warn(
           `Cannot relay from outbox "${table}": the table does not exist, call outbox.migrate() or run migrationSql() in your migrations; the relay keeps polling`,
           { error },
@@ -451,8 +502,8 @@ export class Relay {
       }
       return pollInterval;
     }
-    const first = this.#failingSince === undefined;
-    this.#failingSince ??= Date.now();
+    const first = this.#databaseFailingSince === undefined;
+    this.#databaseFailingSince ??= Date.now();
     const delay = backoff(this.#s, failures);
     logger[first ? "warn" : "debug"](
       `Cannot relay from outbox "${table}": the database failed (${

@@ -138,8 +138,11 @@ export function migrationSql(options: MigrationSqlOptions = {}): string {
  *   in that order, one after another, even across retries and restarts.
  *   With several relays, events of one key may overtake each other.
  * - Faults: while the target or the database is down the rows stay and the
- *   relay backs off; a row the target refuses for good moves to the dead
- *   table `<table>_dead`: the outbox's {@linkcode PostgresOutbox.deadLetters}.
+ *   relay backs off; a publish that fails with no other succeeding after it
+ *   started counts no try against its row, so no outage moves a row to the
+ *   dead table. A row the target refuses for good (or fails `maxAttempts`
+ *   times while other events get through) moves to the dead table
+ *   `<table>_dead`: the outbox's {@linkcode PostgresOutbox.deadLetters}.
  * - `consume` attaches to `target`: workers may use the outbox or the
  *   target alike.
  *

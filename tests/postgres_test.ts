@@ -723,6 +723,153 @@ if (missing !== undefined) {
       );
 
       it(
+        "a target that goes down mid-batch: the relay stops the batch, counts no try against its rows, backs off, and moves none to the dead table",
+        {
+          timeout: TIMEOUT,
+        },
+        async () => {
+          await using world = await World.open(driver, "down");
+          const writer = world.outbox({
+            target: new RecordingBackend(),
+            relay: false,
+          });
+          await writer.migrate();
+          const bus = world.bus(writer);
+          const total = 40;
+          for (let n = 0; n < total; n++) {
+            await bus.emit("order.placed", { n });
+          }
+          // Takes 5 events, then is down until the relay says it backs off.
+          const taken = new RecordingBackend();
+          let down = false;
+          let refused = 0;
+          const target: AsyncBackend = {
+            name: "flaky",
+            remote: true,
+            publish(event, options) {
+              if (!down && taken.published.length === 5 && refused === 0) {
+                down = true;
+              }
+              if (down) {
+                refused++;
+                return Promise.reject(
+                  new BackendError(
+                    "flaky",
+                    "Cannot publish: the broker is down",
+                  ),
+                );
+              }
+              return taken.publish(event, options);
+            },
+            consume: (deliver, options) => taken.consume(deliver, options),
+            close: () => taken.close(),
+          };
+          const logger = new MemoryLogger();
+          world.outbox({
+            target,
+            // One publish at a time: the batch's order is the broker's.
+            concurrency: 1,
+            maxAttempts: 1,
+            backoff: { initial: 100, max: 100 },
+            logger: {
+              ...logger,
+              warn: (message: string) => {
+                logger.warn(message);
+                // Back in the pause after the outage batch, not within it.
+                if (/backs off/.test(message)) down = false;
+              },
+            },
+          });
+          await until(async () => await world.rows() === 0, "0 rows left");
+          assert.equal(
+            await deadRows(world),
+            0,
+            "an outage moves no row to the dead table",
+          );
+          assert.equal(refused, 1, "no publish after the first refusal");
+          const ids = taken.published.map((event) => event.id);
+          assert.equal(ids.length, total, "each event published once");
+          assert.equal(new Set(ids).size, total);
+          assert.equal(
+            logger.lines.filter((l) => /backs off/.test(l.message)).length,
+            1,
+          );
+          assert.ok(
+            logger.lines.some((l) =>
+              l.level === "info" && /works again .*"flaky" takes events/.test(
+                l.message,
+              )
+            ),
+            "and said it works again",
+          );
+        },
+      );
+
+      it(
+        "a row the target refuses while it takes the others is tried maxAttempts times, then moves to the dead table as failed",
+        {
+          timeout: TIMEOUT,
+        },
+        async () => {
+          await using world = await World.open(driver, "own");
+          const writer = world.outbox({
+            target: new RecordingBackend(),
+            relay: false,
+          });
+          await writer.migrate();
+          const bus = world.bus(writer);
+          const events: Event[] = [];
+          await world.db.begin(async (tx) => {
+            for (let n = 0; n < 6; n++) {
+              events.push(await bus.emit("order.placed", { n }, { tx }));
+            }
+          });
+          const bad = events[0]!;
+          const taken = new RecordingBackend();
+          let tries = 0;
+          const target: AsyncBackend = {
+            name: "picky",
+            remote: true,
+            async publish(event, options) {
+              if (event.id !== bad.id) {
+                return await taken.publish(event, options);
+              }
+              tries++;
+              // Fails after the others of its batch were taken.
+              await sleep(50);
+              throw new BackendError("picky", "Cannot publish: refused");
+            },
+            consume: (deliver, options) => taken.consume(deliver, options),
+            close: () => taken.close(),
+          };
+          // The first try shares a batch with the other events; a later one
+          // with an event emitted meanwhile (a try alone in its batch is an
+          // outage, not counted).
+          const relay = world.outbox({
+            target,
+            maxAttempts: 2,
+            backoff: { initial: 10, max: 10 },
+          });
+          await until(
+            () => tries === 1 && taken.published.length === 5,
+            "try 1",
+          );
+          const late = await bus.emit("order.placed", { n: 6 });
+          await until(async () => await deadRows(world) === 1, "a dead row");
+          const [letter] = await listed(relay.deadLetters);
+          assert.equal(letter?.event.id, bad.id);
+          assert.equal(letter?.reason, "failed");
+          assert.equal(letter?.attempts, 2);
+          assert.match(letter?.error ?? "", /refused/);
+          await until(async () => await world.rows() === 0, "0 rows left");
+          assert.deepEqual(
+            taken.published.map((event) => event.id).sort(),
+            [...events.slice(1), late].map((event) => event.id).sort(),
+          );
+        },
+      );
+
+      it(
         "deadLetters.purge() with dryRun counts and changes nothing; without it deletes exactly the selected rows",
         {
           timeout: TIMEOUT,
