@@ -128,6 +128,19 @@ class World implements AsyncDisposable {
     return outbox;
   }
 
+  /**
+   * A bus that writes rows to this world's (migrated) table and relays
+   * nothing: a producer whose relay runs elsewhere.
+   */
+  async writer(): Promise<EventBus<Events>> {
+    const outbox = this.outbox({
+      target: new RecordingBackend(),
+      relay: false,
+    });
+    await outbox.migrate();
+    return this.bus(outbox);
+  }
+
   /** A bus on `backend`, closed on dispose. */
   bus(backend: AsyncBackend): EventBus<Events> {
     const bus = new EventBus<Events>({ backend, logger: this.logger });
@@ -535,12 +548,7 @@ if (missing !== undefined) {
           await using world = await World.open(driver, "terminate");
           const { deliveries } = await world.worker();
           const total = 1_000;
-          const writer = world.outbox({
-            target: new RecordingBackend(),
-            relay: false,
-          });
-          await writer.migrate();
-          const bus = world.bus(writer);
+          const bus = await world.writer();
           await world.db.begin(async (tx) => {
             for (let n = 0; n < total; n++) {
               await bus.emit("order.placed", { n }, { tx });
@@ -598,12 +606,7 @@ if (missing !== undefined) {
         async () => {
           await using world = await World.open(driver, "commitorder");
           const { events } = await world.worker({ ordered: true });
-          const writer = world.outbox({
-            target: new RecordingBackend(),
-            relay: false,
-          });
-          await writer.migrate();
-          const bus = world.bus(writer);
+          const bus = await world.writer();
           const metadata = { partitionkey: "order-1" };
           // T1 writes first (lower xid, lower seq) and commits last.
           let release!: () => void;
@@ -734,12 +737,7 @@ if (missing !== undefined) {
         },
         async () => {
           await using world = await World.open(driver, "down");
-          const writer = world.outbox({
-            target: new RecordingBackend(),
-            relay: false,
-          });
-          await writer.migrate();
-          const bus = world.bus(writer);
+          const bus = await world.writer();
           const total = 40;
           for (let n = 0; n < total; n++) {
             await bus.emit("order.placed", { n });
@@ -806,12 +804,7 @@ if (missing !== undefined) {
         },
         async () => {
           await using world = await World.open(driver, "own");
-          const writer = world.outbox({
-            target: new RecordingBackend(),
-            relay: false,
-          });
-          await writer.migrate();
-          const bus = world.bus(writer);
+          const bus = await world.writer();
           const events: Event[] = [];
           await world.db.begin(async (tx) => {
             for (let n = 0; n < 6; n++) {
@@ -1315,12 +1308,7 @@ if (missing !== undefined) {
             // then sees the new ones after its ack wait (README, "Server
             // versions"): keep that wait short.
             const { deliveries } = await world.worker({ ackWait: 3_000 });
-            const writer = world.outbox({
-              target: new RecordingBackend(),
-              relay: false,
-            });
-            await writer.migrate();
-            const bus = world.bus(writer);
+            const bus = await world.writer();
             const total = 300;
             const jetstreamTarget = await world.target({
               publishTimeout: 1_000,
