@@ -19,7 +19,6 @@ import {
 import type { MsgHdrs, NatsConnection, Status } from "@nats-io/nats-core";
 import { BackendError, describeError, QueueFullError } from "@eventbus/core";
 import {
-  abortable,
   deadline,
   type Resolvers,
   sleep,
@@ -112,7 +111,9 @@ export class Link {
     this.js = jetstream(nc, { timeout });
     this.jsm = jetstreamManager(nc, { timeout, checkAPI: false });
     this.jsm.catch(() => {});
-    this.#publisher = new Publisher(nc, { timeout: REQUEST_TIMEOUT });
+    // The first try of a publish waits for its PubAck at most this long,
+    // so it cannot outlast publishTimeout either.
+    this.#publisher = new Publisher(nc, { timeout });
     this.#status = nc.status();
     this.#watch();
   }
@@ -253,18 +254,27 @@ export class Link {
         wait[Symbol.dispose]();
         continue;
       }
+      // A try may not outlast publishTimeout: a broker that stops
+      // answering with the request in flight (killed before the client
+      // saw the connection drop, or hung) would hold it for the client's
+      // own request timeout.
+      const wait = deadline(remaining, stop);
       try {
-        // Only a caller's signal needs a listener: close() interrupts.
         const request = this.#interruptible(attempt());
-        return await (signal === undefined
-          ? request
-          : abortable(request, stop));
+        if (!await untilDeadline(request, wait)) {
+          request.catch(() => {});
+          stop.throwIfAborted();
+          continue; // the next round rejects: publishTimeout passed
+        }
+        return await request;
       } catch (error) {
         if (stop.aborted) throw stop.reason;
         lastError = error;
         if (this.#failed(error, what)) {
           await sleep(Math.min(25 * 2 ** tries, 1_000, remaining), stop);
         }
+      } finally {
+        wait[Symbol.dispose]();
       }
     }
   }

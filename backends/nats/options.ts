@@ -59,7 +59,8 @@ export interface JetStreamBackendOptions {
    * How long `emit` (and `listen` while it sets up its consumers) keeps
    * trying while the broker is unreachable, in ms. Each try re-publishes
    * with the same message id, so the broker stores the event once. After
-   * this, `emit` rejects with `BackendError`.
+   * this, `emit` rejects with `BackendError`, also when the broker stopped
+   * answering with the publish in flight (no try outlasts it).
    * @default {30000}
    */
   publishTimeout?: number;

@@ -23,6 +23,7 @@ import {
 } from "../../mod.ts";
 import { JetStreamBackend, type JetStreamBackendOptions } from "@eventbus/nats";
 import { brokerMissing, reachable } from "../fixtures/_brokers.ts";
+import { HoldingProxy } from "../fixtures/_proxy.ts";
 import { NatsServer, natsServerBinary } from "../fixtures/_nats_server.ts";
 import {
   Counter,
@@ -345,7 +346,25 @@ if (!await reachable("127.0.0.1", 4222)) {
         TIMEOUT,
         () => "no dead letter stored",
       );
-      const consumers = await admin.jsm.consumers.list(names.stream).next();
+      // The original is terminated once the copy's PubAck is back, which
+      // may be just after the copy shows in the stream.
+      const consumer = await withDeadline(
+        (async () => {
+          while (true) {
+            const consumers = await admin.jsm.consumers.list(names.stream)
+              .next();
+            const found = consumers.find((c) =>
+              c.name.startsWith("charge_card_")
+            );
+            if (found === undefined || found.num_ack_pending === 0) {
+              return found;
+            }
+            await work(20);
+          }
+        })(),
+        TIMEOUT,
+        () => "the original is still pending",
+      );
       await closeAll(producer, worker);
       assert.equal(dead.length, 1);
       assert.equal(dead[0]!.attempts, 2);
@@ -367,7 +386,6 @@ if (!await reachable("127.0.0.1", 4222)) {
       assert.equal(letter.header.get("EventBus-Original-Sequence"), "1");
       assert.equal(letter.header.get("ce-id"), event.id);
       assert.equal(letter.json<{ id: string }>().id, event.id);
-      const consumer = consumers.find((c) => c.name.startsWith("charge_card_"));
       assert.ok(consumer !== undefined, "durable name sanitized");
       assert.equal(consumer.num_ack_pending, 0, "original terminated");
       assert.equal(consumer.num_pending, 0);
@@ -1030,6 +1048,37 @@ if (binary === undefined) {
         elapsed >= 1_400 && elapsed < 10_000,
         `rejected after ${elapsed} ms`,
       );
+      await producer.close({ timeout: 100 });
+    });
+
+    it("rejects emit after publishTimeout when the broker stops answering with the publish in flight", async () => {
+      await using server = await NatsServer.start();
+      await using proxy = await HoldingProxy.start("127.0.0.1", server.port);
+      const producer = await bus(
+        { ...uniqueNames("hung"), publishTimeout: 1_000 },
+        {},
+        proxy.url,
+      );
+      await producer.emit("order.placed", { n: 1 });
+      // The connection stays up: the PubAck just never comes. nats.js's
+      // own request timeout (5 s) must not decide how long emit waits.
+      proxy.hold();
+      // Without a signal (the common path) and with one.
+      for (const options of [{}, { signal: new AbortController().signal }]) {
+        const started = performance.now();
+        await assert.rejects(
+          producer.emit("order.placed", { n: 2 }, options),
+          (error: unknown) =>
+            error instanceof BackendError &&
+            error.message.includes("publishTimeout (1000 ms)"),
+        );
+        const elapsed = performance.now() - started;
+        assert.ok(
+          elapsed >= 900 && elapsed < 4_000,
+          `rejected after ${elapsed} ms (${Object.keys(options)})`,
+        );
+      }
+      proxy.release();
       await producer.close({ timeout: 100 });
     });
 
