@@ -12,6 +12,7 @@ import { createEvent, type DeadLetter, encodeEvent } from "../../mod.ts";
 import { JetStreamBackend } from "@eventbus/nats";
 import type { JetStreamDeadLetters } from "../../backends/nats/_dead_letter_ops.ts";
 import { brokerMissing, reachable } from "../fixtures/_brokers.ts";
+import { replaysOnlySelected } from "../fixtures/_dead_letter_handlers.ts";
 import { collect, withDeadline, work } from "../fixtures/_util.ts";
 import { Child, SHARED_NATS } from "../fixtures/_nats.ts";
 import {
@@ -148,33 +149,7 @@ if (!await reachable("127.0.0.1", 4222)) {
 
     it("replay() by refs or ids replays only those, and skips a handler name without a consumer", async () => {
       await using world = await deadLetterWorld("dlrefs", 3);
-      const dead = world.backend.deadLetters;
-      const letters = await collect(dead.list({ handler: "A" }));
-      world.fix();
-      assert.deepEqual(await dead.replay({ refs: [letters[1]!.ref] }), {
-        replayed: 1,
-      });
-      assert.deepEqual(
-        await dead.replay({ handler: "A", ids: [letters[2]!.event.id] }),
-        { replayed: 1 },
-      );
-      assert.deepEqual(await dead.replay({ refs: ["999", "x"] }), {
-        replayed: 0,
-      });
-      assert.deepEqual(
-        await dead.replay({ handler: "B", refs: [letters[0]!.ref] }),
-        { replayed: 0 },
-        "every criterion must match",
-      );
-      await world.a.done.reach(2, TIMEOUT, "A's runs");
-      assert.deepEqual(
-        [...world.a.ids].sort(),
-        [letters[1]!.event.id, letters[2]!.event.id].sort(),
-      );
-      assert.deepEqual(
-        (await collect(dead.list())).map((l) => l.ref),
-        [letters[0]!.ref],
-      );
+      await replaysOnlySelected(world, ["999", "x"]);
       // Without a consumer of the name, a replayed copy would reach nobody.
       // (An operator's process: the worker is gone with its consumer.)
       await world.worker.close({ timeout: 5_000 });
